@@ -1,0 +1,1 @@
+"""Luigi tasks that back-fill Snowplow's DynamoDB event manifest: `luigi --module pipeline PopulateManifest`."""
