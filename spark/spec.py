@@ -44,5 +44,5 @@ class BatchSpec:
         return json.dumps(asdict(self), indent=2, sort_keys=True)
 
     @classmethod
-    def from_json(cls, text: str) -> "BatchSpec":
+    def from_json(cls, text: str) -> BatchSpec:
         return cls(**json.loads(text))

@@ -36,13 +36,13 @@ class Location:
             return f"s3://{self.bucket}/{self.key}" if self.key else f"s3://{self.bucket}"
         return self.key
 
-    def child(self, *parts: str) -> "Location":
+    def child(self, *parts: str) -> Location:
         if self.is_s3:
             key = "/".join([self.key.rstrip("/")] + list(parts)) if self.key else "/".join(parts)
             return Location("s3", self.bucket, key)
         return Location("file", "", os.path.join(self.key, *parts))
 
-    def contains(self, other: "Location") -> bool:
+    def contains(self, other: Location) -> bool:
         """True when `other` is this location or lies beneath it."""
         if self.scheme != other.scheme or self.bucket != other.bucket:
             return False
@@ -115,7 +115,7 @@ def list_children(loc: Location, client=None) -> List[str]:
     return sorted(names)
 
 
-def list_objects(loc: Location, client=None, recursive: bool = True, delimiter_prefixes: bool = False) -> List[ObjectInfo]:
+def list_objects(loc: Location, client=None, recursive: bool = True) -> List[ObjectInfo]:
     """Every object beneath `loc` (or only its direct files when recursive=False), paginated."""
     if not loc.is_s3:
         return _list_local(loc.key, recursive)

@@ -1,0 +1,72 @@
+"""Run ids of the enriched archive: parsing, the --since filter, enumeration and batching."""
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Dict, List, Optional, Tuple
+
+from spark import storage
+
+from .errors import PipelineError
+
+RUN_FORMAT = "%Y-%m-%d-%H-%M-%S"
+RUN_PREFIX = "run="
+
+
+def parse_run_id(text: str) -> Optional[str]:
+    """The run id when `text` is exactly a real timestamp in EmrEtlRunner's format, else None."""
+    if len(text) != 19:
+        return None
+    try:
+        return datetime.strptime(text, RUN_FORMAT).strftime(RUN_FORMAT)
+    except ValueError:
+        return None
+
+
+def parse_since(value: str) -> Optional[str]:
+    """--since as a run id (inclusive); a bare date means its midnight. Empty means all runs."""
+    value = (value or "").strip()
+    if not value:
+        return None
+    if len(value) == 10:
+        try:
+            return datetime.strptime(value, "%Y-%m-%d").strftime(RUN_FORMAT)
+        except ValueError:
+            pass
+    run = parse_run_id(value)
+    if run is None:
+        raise PipelineError(f"--since {value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DD-HH-mm-ss")
+    return run
+
+
+def enumerate_runs(archive: storage.Location, client=None) -> Tuple[List[str], List[Dict[str, str]]]:
+    """All run ids in the archive, oldest first, and the folders skipped with the reason why."""
+    runs, skipped = [], []
+    for name in storage.list_children(archive, client):
+        run = parse_run_id(name[len(RUN_PREFIX):]) if name.startswith(RUN_PREFIX) else None
+        if run is None:
+            skipped.append({"run": name, "reason": "not a run folder (expected run=YYYY-MM-DD-HH-MM-SS)"})
+        else:
+            runs.append(run)
+    return sorted(runs), skipped
+
+
+def split_since(runs: List[str], since: Optional[str]) -> Tuple[List[str], List[str]]:
+    """(runs at or after since, runs before it); run ids sort as their timestamps."""
+    if since is None:
+        return list(runs), []
+    return [r for r in runs if r >= since], [r for r in runs if r < since]
+
+
+def batch_id(runs: List[str]) -> str:
+    """Deterministic: the same runs always make the same batch id, whatever else changed."""
+    digest = hashlib.sha1(",".join(runs).encode()).hexdigest()[:8]
+    return f"{runs[0]}_{len(runs)}_{digest}"
+
+
+def make_batches(runs: List[str], size: int) -> List[Tuple[str, List[str]]]:
+    if size < 1:
+        raise PipelineError(f"--batch-size must be at least 1, not {size}")
+    ordered = sorted(runs)
+    chunks = [ordered[i:i + size] for i in range(0, len(ordered), size)]
+    return [(batch_id(chunk), chunk) for chunk in chunks]

@@ -1,0 +1,98 @@
+"""The manifest table: checking its shape before any write, creating it on request, and the write budget."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Optional
+
+from botocore.exceptions import ClientError
+
+from .errors import PipelineError
+
+log = logging.getLogger("manifest.table")
+
+KEY_SCHEMA = [
+    {"AttributeName": "eventId", "KeyType": "HASH"},
+    {"AttributeName": "fingerprint", "KeyType": "RANGE"},
+]
+ATTRIBUTES = [
+    {"AttributeName": "eventId", "AttributeType": "S"},
+    {"AttributeName": "fingerprint", "AttributeType": "S"},
+]
+
+
+@dataclass
+class TableInfo:
+    name: str
+    region: str
+    billing_mode: str  # PROVISIONED or PAY_PER_REQUEST
+    write_capacity: int  # provisioned WCU; 0 on-demand
+    ttl_enabled: bool
+    item_count: int = 0
+
+
+def describe_table(client, table: str, region: str) -> Optional[TableInfo]:
+    """The table's shape, or None when it does not exist. Raises on a wrong key schema."""
+    try:
+        desc = client.describe_table(TableName=table)["Table"]
+    except ClientError as e:
+        if e.response["Error"]["Code"] == "ResourceNotFoundException":
+            return None
+        raise PipelineError(f"cannot describe DynamoDB table '{table}' in {region}: {e.response['Error']['Code']}")
+    types = {a["AttributeName"]: a["AttributeType"] for a in desc.get("AttributeDefinitions", [])}
+    keys = [(k["AttributeName"], k["KeyType"]) for k in desc["KeySchema"]]
+    if keys != [("eventId", "HASH"), ("fingerprint", "RANGE")] or types.get("eventId") != "S" or types.get(
+        "fingerprint"
+    ) != "S":
+        shape = ", ".join(f"{n} {types.get(n, '?')} {t}" for n, t in keys)
+        raise PipelineError(
+            f"DynamoDB table '{table}' in {region} has key schema [{shape}], "
+            "expected [eventId S HASH, fingerprint S RANGE]: nothing was written"
+        )
+    billing = desc.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")
+    wcu = int(desc.get("ProvisionedThroughput", {}).get("WriteCapacityUnits") or 0)
+    if billing == "PAY_PER_REQUEST":
+        wcu = 0
+    ttl = client.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
+    ttl_on = ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") == "ttl"
+    return TableInfo(table, region, billing, wcu, ttl_on, int(desc.get("ItemCount", 0)))
+
+
+def ensure_table(client, table: str, region: str, create: bool) -> TableInfo:
+    """The existing table, checked; or a new on-demand one with TTL on `ttl` when `create` is set."""
+    info = describe_table(client, table, region)
+    if info is None:
+        if not create:
+            raise PipelineError(
+                f"DynamoDB table '{table}' does not exist in {region} (pass --create-table to create it)"
+            )
+        info = create_table(client, table, region)
+    if not info.ttl_enabled:
+        log.warning("TTL is not enabled on attribute 'ttl' of table '%s': manifest items will never expire", table)
+    return info
+
+
+def create_table(client, table: str, region: str, timeout: float = 300.0) -> TableInfo:
+    log.info("creating DynamoDB table '%s' in %s (on-demand, TTL on 'ttl')", table, region)
+    client.create_table(
+        TableName=table, KeySchema=KEY_SCHEMA, AttributeDefinitions=ATTRIBUTES, BillingMode="PAY_PER_REQUEST"
+    )
+    deadline = time.monotonic() + timeout
+    while client.describe_table(TableName=table)["Table"]["TableStatus"] != "ACTIVE":
+        if time.monotonic() > deadline:
+            raise PipelineError(f"DynamoDB table '{table}' in {region} did not become ACTIVE in {timeout:.0f} s")
+        time.sleep(2)
+    client.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+    return describe_table(client, table, region)
+
+
+def write_budget(info: TableInfo, requested: float, fraction: float, on_demand_cap: float) -> float:
+    """WCU/s the whole backfill may use: what was asked, else a share of provisioned WCU, else the on-demand cap."""
+    if requested > 0:
+        return float(requested)
+    if info.billing_mode == "PAY_PER_REQUEST":
+        return float(on_demand_cap)
+    if info.write_capacity <= 0:
+        raise PipelineError(f"table '{info.name}' reports no provisioned write capacity: pass --max-write-capacity")
+    return max(1.0, info.write_capacity * fraction)

@@ -1,0 +1,205 @@
+"""Thin Luigi tasks over the plan, the runners and the marker store.
+
+PopulateManifest plans (configs, table, runs) and requires one RunBatch per batch of runs not yet marked; each
+RunBatch runs one Spark job (local or an EMR step) and marks the runs its reports prove complete.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+import time
+from typing import List, Optional
+
+import luigi
+
+from spark import report as reports
+from spark import storage
+from spark.spec import BatchSpec
+
+from . import local, summary
+from .errors import PipelineError
+from .plan import Context, Params, Plan, load_context, make_plan
+
+log = logging.getLogger("manifest.tasks")
+
+
+class _Backfill(luigi.Task):
+    """The parameters every task of one backfill shares (defaults documented in luigi.cfg)."""
+
+    enriched_archive = luigi.Parameter(default="", description="s3://bucket/prefix (s3a://, s3n://) or a directory")
+    storage_config = luigi.Parameter(description="duplicate-storage config JSON (amazon_dynamodb_config)")
+    resolver = luigi.Parameter(description="Iglu resolver config JSON")
+    since = luigi.Parameter(default="", description="first run to do: YYYY-MM-DD or YYYY-MM-DD-HH-mm-ss")
+    markers = luigi.Parameter(default=".manifest-markers", description="S3 prefix or directory for run markers")
+    runner = luigi.Parameter(default="local", description="local (spark-submit on this machine) or emr")
+    batch_size = luigi.IntParameter(default=10, description="runs per Spark job")
+    create_table = luigi.BoolParameter(default=False, description="create the table when missing")
+    ttl_days = luigi.IntParameter(default=180, description="item ttl = etlTime + ttl_days (the shredders' 180)")
+    etl_time = luigi.Parameter(default="run", description="run: the run's earliest etl_tstamp; event: per event")
+    write_mode = luigi.Parameter(default="conditional", description="conditional or fast")
+    max_write_capacity = luigi.FloatParameter(default=0.0, description="WCU/s for the whole job; 0 = automatic")
+    capacity_fraction = luigi.FloatParameter(default=0.5, description="share of provisioned WCU used when automatic")
+    on_demand_capacity = luigi.FloatParameter(default=1000.0, description="WCU/s used on an on-demand table")
+    max_malformed_fraction = luigi.FloatParameter(default=0.01, description="a run with more malformed lines fails")
+    write_expired = luigi.BoolParameter(default=False, description="also write items whose ttl is already past")
+    max_retry_seconds = luigi.FloatParameter(default=600.0, description="how long one item may stay throttled")
+    spark_master = luigi.Parameter(default="local[*]", description="local runner's Spark master")
+    write_parallelism = luigi.IntParameter(default=0, description="concurrent writing tasks; 0 = Spark's default")
+
+    def on_failure(self, exception: BaseException) -> str:
+        """What luigid shows: the one-line message for a user's problem, the traceback otherwise."""
+        if isinstance(exception, PipelineError):
+            return str(exception)
+        return super().on_failure(exception)
+
+    def backfill_kwargs(self) -> dict:
+        return {name: getattr(self, name) for name in _Backfill.get_param_names()}
+
+    def plan_params(self) -> Params:
+        workers = luigi.interface.core().workers
+        return Params(
+            enriched_archive=self.enriched_archive, storage_config=self.storage_config, resolver=self.resolver,
+            markers=self.markers, since=self.since, runner=self.runner, batch_size=self.batch_size,
+            create_table=self.create_table, max_write_capacity=self.max_write_capacity,
+            capacity_fraction=self.capacity_fraction, on_demand_capacity=self.on_demand_capacity,
+            write_mode=self.write_mode, parallel_batches=max(1, workers),
+        )
+
+    _context: Optional[Context] = None
+
+    def context(self) -> Context:
+        """Made once per task instance: Luigi calls requires() and complete() many times."""
+        if self._context is None:
+            self._context = load_context(self.plan_params())
+        return self._context
+
+
+class RunBatch(_Backfill):
+    """One Spark job over a fixed list of runs; marks each run whose report proves all its items written."""
+
+    batch_id = luigi.Parameter()
+    runs = luigi.ListParameter()
+    budget = luigi.FloatParameter(description="WCU/s this batch may use (the backfill's budget over parallel batches)")
+
+    @property
+    def task_family_display(self) -> str:
+        return f"RunBatch {self.batch_id}"
+
+    def complete(self) -> bool:
+        return set(self.runs) <= self.context().store.done_runs(cached=True)
+
+    def run(self):
+        ctx = self.context()
+        store, config = ctx.store, ctx.config
+        todo = [r for r in self.runs if r not in store.done_runs()]
+        budget = self.budget
+        self.set_status_message(f"{len(todo)} runs to do at {budget:.0f} WCU/s")
+        self.set_progress_percentage(0)
+        with tempfile.TemporaryDirectory(prefix="manifest-") as private:
+            spec = BatchSpec(
+                batch_id=self.batch_id, archive=ctx.archive.uri, runs=todo,
+                reports=store.reports(self.batch_id).uri, table=config.table, region=config.region,
+                ttl_days=self.ttl_days, etl_time=self.etl_time, write_mode=self.write_mode,
+                max_write_capacity=budget, write_parallelism=self.write_parallelism,
+                max_malformed_fraction=self.max_malformed_fraction, write_expired=self.write_expired,
+                max_retry_seconds=self.max_retry_seconds,
+            )
+            outcome = self._run_job(ctx, spec, private)
+        self._mark(store, todo, outcome)
+
+    def _run_job(self, ctx: Context, spec: BatchSpec, private: str):
+        store = ctx.store
+        for run in spec.runs:  # a stale report from an earlier attempt must never prove this one
+            storage.delete(store.report(self.batch_id, run), store.client)
+        if self.runner == "emr":
+            from . import emr_tasks
+
+            return emr_tasks.run_batch_on_emr(self, ctx, spec)
+        credentials = ctx.config.credentials()
+        if credentials:
+            path = os.path.join(private, "credentials.json")
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                json.dump(credentials, f)
+            spec.credentials = path
+        spec_loc = store.batch_spec(self.batch_id)
+        store.write_json(spec_loc, json.loads(spec.to_json()))
+        if store.folder.is_s3:  # the local job reads its spec from a local copy: S3 is only for the record
+            local_spec = os.path.join(private, "spec.json")
+            with open(local_spec, "w") as f:
+                f.write(spec.to_json())
+            spec_uri = local_spec
+        else:
+            spec_uri = spec_loc.uri
+        self.set_tracking_url("http://127.0.0.1:4040")
+        return local.run_local(spec_uri, self.batch_id, self._progress, master=self.spark_master)
+
+    def _progress(self, message: str, percentage: Optional[float]) -> None:
+        self.set_status_message(message)
+        if percentage is not None:
+            self.set_progress_percentage(percentage)
+
+    def _mark(self, store, runs: List[str], outcome) -> None:
+        failed = []
+        for i, run in enumerate(runs, 1):
+            rep = store.read_json(store.report(self.batch_id, run))
+            problem = "the job wrote no report" if rep is None else reports.completeness_problem(rep)
+            if problem is None:
+                store.mark(run, rep)
+            else:
+                failed.append(f"run {run}: {problem}")
+            self.set_progress_percentage(100 * i / max(1, len(runs)))
+        self.set_status_message(f"{len(runs) - len(failed)} of {len(runs)} runs marked; {outcome.detail}")
+        if failed:
+            raise PipelineError(
+                f"batch {self.batch_id}: {len(failed)} of {len(runs)} runs not marked ({outcome.detail}): "
+                + "; ".join(failed)
+            )
+        if not outcome.ok:
+            raise PipelineError(f"batch {self.batch_id}: job failed although every run is complete: {outcome.detail}")
+
+
+class PopulateManifest(_Backfill):
+    """Back-fill the manifest from every run at or after --since; run it again to resume."""
+
+    dry_run = luigi.BoolParameter(default=False, description="plan and estimate, submit nothing, write nothing")
+    output_json = luigi.Parameter(default="", description="also write the dry-run plan or the summary as JSON")
+
+    def complete(self) -> bool:
+        return False  # always runs, after its batches, to write the summary
+
+    _plan: Optional[Plan] = None
+
+    def plan(self) -> Plan:
+        if self._plan is None:
+            self._plan = make_plan(self.plan_params())
+        return self._plan
+
+    def requires(self):
+        plan = self.plan()
+        if self.dry_run:
+            return []
+        kwargs = self.backfill_kwargs()
+        budget = plan.budget / plan.context.params.parallel_batches
+        return [RunBatch(batch_id=bid, runs=list(batch), budget=budget, **kwargs) for bid, batch in plan.batches]
+
+    def run(self):
+        started = time.time()
+        plan = self.plan()
+        if self.dry_run:
+            text, data = summary.dry_run(plan)
+        else:
+            text, data = summary.after_run(plan, started)
+            store = plan.context.store
+            store.write_json(store.summary(data["finished_at"].replace(":", "-")), data)
+            if self.runner == "emr":
+                from . import emr_tasks
+
+                emr_tasks.finish_backfill(self, plan)
+        print(text, flush=True)
+        if self.output_json:
+            with open(self.output_json, "w") as f:
+                json.dump(data, f, indent=2, sort_keys=True)
+        self.set_status_message(text.splitlines()[0] if text else "done")

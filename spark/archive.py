@@ -1,0 +1,163 @@
+"""Which objects of a run folder hold events, and their lines, streamed from local disk or S3.
+
+Compression is told by the gzip magic bytes, never by a name: archives hold gzip named `.gz`, `.gzip`,
+`.csv.gz` and S3 Loader names, and plain text in all of them too. Gzip is inflated in chunks with zlib directly
+(about twice as fast as iterating a GzipFile's lines) and may hold several members, as S3DistCp --groupBy writes.
+"""
+from __future__ import annotations
+
+import itertools
+import zlib
+from typing import Iterable, Iterator, List, Optional
+
+from spark.storage import Location, ObjectInfo, s3_client
+
+UNREADABLE_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")  # GLACIER_IR is read like STANDARD
+GZIP_MAGIC = b"\x1f\x8b"
+READ_CHUNK = 1 << 20  # compressed or plain bytes per read
+MAX_BLOCK = 4 << 20  # inflated bytes per zlib call, bounding memory whatever the compression ratio
+MAX_RESUMES = 5  # times one S3 download continues after a dropped connection
+
+
+class ArchiveReadError(Exception):
+    """An object that cannot be read whole; the message is one line naming the object."""
+
+
+def is_data_object(info: ObjectInfo) -> bool:
+    """Everything is data except `_SUCCESS`, `*_$folder$` markers and zero-byte objects."""
+    base = info.name.rsplit("/", 1)[-1]
+    return info.size > 0 and base != "_SUCCESS" and not info.name.endswith("_$folder$")
+
+
+def data_objects(infos: Iterable[ObjectInfo]) -> List[ObjectInfo]:
+    return [info for info in infos if is_data_object(info)]
+
+
+def archived_objects(folder: Location, infos: Iterable[ObjectInfo], client=None) -> List[str]:
+    """Names of the objects in GLACIER or DEEP_ARCHIVE that are not restored, so cannot be read."""
+    names = []
+    for info in infos:
+        if info.storage_class not in UNREADABLE_STORAGE_CLASSES:
+            continue
+        client = client or s3_client()
+        loc = folder.child(info.name)
+        restore = client.head_object(Bucket=loc.bucket, Key=loc.key).get("Restore") or ""
+        if 'ongoing-request="false"' not in restore:
+            names.append(info.name)
+    return names
+
+
+def iter_chunks(loc: Location, client=None, chunk_size: int = READ_CHUNK) -> Iterator[bytes]:
+    """The raw bytes of one object in chunks; an S3 download that drops continues where it stopped."""
+    if not loc.is_s3:
+        with open(loc.key, "rb") as f:
+            while True:
+                chunk = f.read(chunk_size)
+                if not chunk:
+                    return
+                yield chunk
+    from botocore.exceptions import (
+        ConnectionClosedError,
+        IncompleteReadError,
+        ReadTimeoutError,
+        ResponseStreamingError,
+    )
+
+    client = client or s3_client()
+    offset = 0
+    resumes = 0
+    etag = None
+    while True:
+        extra = {"Range": f"bytes={offset}-", "IfMatch": etag} if offset else {}
+        response = client.get_object(Bucket=loc.bucket, Key=loc.key, **extra)
+        etag = etag or response.get("ETag")
+        body = response["Body"]
+        try:
+            while True:
+                chunk = body.read(chunk_size)
+                if not chunk:
+                    return
+                offset += len(chunk)
+                yield chunk
+        except (ResponseStreamingError, ReadTimeoutError, IncompleteReadError, ConnectionClosedError):
+            resumes += 1
+            if resumes > MAX_RESUMES or not etag:
+                raise
+        finally:
+            body.close()
+
+
+def gunzip(chunks: Iterable[bytes], name: str) -> Iterator[bytes]:
+    """Inflate a gzip stream of one or more members (zero padding between members is skipped)."""
+    d = zlib.decompressobj(31)
+    fed = False
+    try:
+        for data in chunks:
+            while data:
+                if not fed:
+                    data = data.lstrip(b"\x00")
+                    if not data:
+                        break
+                    fed = True
+                out = d.decompress(data, MAX_BLOCK)
+                if out:
+                    yield out
+                while d.unconsumed_tail or (len(out) == MAX_BLOCK and not d.eof):
+                    out = d.decompress(d.unconsumed_tail, MAX_BLOCK)
+                    if out:
+                        yield out
+                if d.eof:
+                    data = d.unused_data
+                    d = zlib.decompressobj(31)
+                    fed = False
+                else:
+                    data = b""
+    except zlib.error as e:
+        raise ArchiveReadError(f"{name}: corrupt gzip data ({e})") from None
+    if fed:
+        raise ArchiveReadError(f"{name}: truncated gzip data (the object ends inside a gzip member)")
+
+
+def split_lines(blocks: Iterable[bytes]) -> Iterator[List[bytes]]:
+    """Lists of lines without their '\\n'; a last line without one counts, an empty end does not."""
+    carry = b""
+    for block in blocks:
+        lines = block.split(b"\n")
+        if carry:
+            lines[0] = carry + lines[0]
+        carry = lines.pop()
+        if lines:
+            yield lines
+    if carry:
+        yield [carry]
+
+
+def decode_stream(chunks: Iterable[bytes], name: str) -> Iterator[List[bytes]]:
+    """Line batches of an object's raw bytes, inflating them when they start with the gzip magic."""
+    chunks = iter(chunks)
+    head = b""
+    for chunk in chunks:
+        head += chunk
+        if len(head) >= len(GZIP_MAGIC):
+            break
+    if not head:
+        return
+    stream = itertools.chain([head], chunks)
+    yield from split_lines(gunzip(stream, name) if head.startswith(GZIP_MAGIC) else stream)
+
+
+def read_lines(loc: Location, client=None, name: Optional[str] = None) -> Iterator[List[bytes]]:
+    """Line batches of one object; any failure is an ArchiveReadError naming it (`name`, default its URI)."""
+    name = name or loc.uri
+    try:
+        yield from decode_stream(iter_chunks(loc, client), name)
+    except ArchiveReadError:
+        raise
+    except Exception as e:  # noqa: BLE001 - S3 and OS errors alike become one line naming the object
+        raise ArchiveReadError(f"{name}: cannot read: {_one_line(e)}") from None
+
+
+def _one_line(e: BaseException) -> str:
+    code = getattr(e, "response", {}).get("Error", {}).get("Code") if hasattr(e, "response") else None
+    text = code or str(e) or type(e).__name__
+    return " ".join(f"{type(e).__name__}: {text}".split())
