@@ -16,7 +16,7 @@ $(STAMP): setup.py
 venv: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/python -m pipeline.demo
+	$(BIN)/python -m bench.demo
 
 lint: $(STAMP)
 	$(BIN)/ruff check pipeline spark bench tests

@@ -8,10 +8,11 @@ field) and the objects use every naming and compression the archives of Snowplow
 from __future__ import annotations
 
 import argparse
+import functools
 import gzip as gzip_mod
+import json
 import os
 import random
-import re
 import sys
 import zlib
 from dataclasses import dataclass, field
@@ -109,7 +110,7 @@ def run_ids(start: datetime, count: int, every: timedelta = timedelta(hours=1)) 
 def format_tstamp(ms: int) -> str:
     """Epoch milliseconds as Snowplow's `yyyy-MM-dd HH:mm:ss.SSS` (UTC)."""
     secs, millis = divmod(ms, 1000)
-    return datetime.fromtimestamp(secs, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + ".%03d" % millis
+    return datetime.fromtimestamp(secs, timezone.utc).strftime("%Y-%m-%d %H:%M:%S") + f".{millis:03d}"
 
 
 def _utc(dt: datetime) -> datetime:
@@ -120,6 +121,7 @@ def _epoch_ms(dt: datetime) -> int:
     return int(round(_utc(dt).timestamp() * 1000))
 
 
+@functools.lru_cache(maxsize=4096)
 def _parse_tstamp_ms(text: str) -> Optional[int]:
     try:
         return _epoch_ms(datetime.strptime(text, "%Y-%m-%d %H:%M:%S.%f"))
@@ -129,49 +131,62 @@ def _parse_tstamp_ms(text: str) -> Optional[int]:
 
 def new_uuid(rng: random.Random) -> str:
     """A version-4 UUID drawn from `rng`, so archives are reproducible by seed."""
-    h = "%032x" % rng.getrandbits(128)
+    h = f"{rng.getrandbits(128):032x}"
     return f"{h[:8]}-{h[8:12]}-4{h[13:16]}-{'89ab'[int(h[16], 16) & 3]}{h[17:20]}-{h[20:]}"
 
 
 def new_fingerprint(rng: random.Random) -> str:
-    return "%032x" % rng.getrandbits(128)
+    return f"{rng.getrandbits(128):032x}"
 
 
-def _contexts(rng: random.Random, page_id: str, nav_ms: int, with_timing: bool) -> str:
-    web_page = '{"schema":"iglu:com.snowplowanalytics.snowplow/web_page/jsonschema/1-0-0","data":{"id":"%s"}}' % page_id
-    parts = [web_page]
-    if with_timing:
-        t = [nav_ms + d for d in sorted(rng.randrange(1, 2400) for _ in range(16))]
-        parts.append(
-            '{"schema":"iglu:org.w3/PerformanceTiming/jsonschema/1-0-0","data":{"navigationStart":%d,'
-            '"unloadEventStart":0,"unloadEventEnd":0,"redirectStart":0,"redirectEnd":0,"fetchStart":%d,'
-            '"domainLookupStart":%d,"domainLookupEnd":%d,"connectStart":%d,"connectEnd":%d,'
-            '"secureConnectionStart":%d,"requestStart":%d,"responseStart":%d,"responseEnd":%d,"domLoading":%d,'
-            '"domInteractive":%d,"domContentLoadedEventStart":%d,"domContentLoadedEventEnd":%d,"domComplete":%d,'
-            '"loadEventStart":%d,"loadEventEnd":%d}}' % tuple([nav_ms] + t))
-    parts.append('{"schema":"iglu:com.acme/page_context/jsonschema/1-0-2","data":{"section":"shop","keywords":""}}')
-    return '{"schema":"iglu:com.snowplowanalytics.snowplow/contexts/jsonschema/1-0-0","data":[%s]}' % ",".join(parts)
+def _json(value) -> str:
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
 
 
-def _derived_contexts(browser: tuple) -> str:
-    major = browser[3].split(".")[0]
-    return ('{"schema":"iglu:com.snowplowanalytics.snowplow/contexts/jsonschema/1-0-1","data":[{"schema":'
-            '"iglu:com.snowplowanalytics.snowplow/ua_parser_context/jsonschema/1-0-0","data":{"useragentFamily":'
-            '"%s","useragentMajor":"%s","useragentMinor":"0","useragentPatch":null,"useragentVersion":"%s %s",'
-            '"osFamily":"%s","osMajor":null,"osMinor":null,"osPatch":null,"osPatchMinor":null,"osVersion":"%s",'
-            '"deviceFamily":"%s"}}]}' % (browser[2], major, browser[2], browser[3], browser[5], browser[5],
-                                          "iPhone" if browser[8] == "1" else "Other"))
+def _self_describing(schema: str, data) -> dict:
+    return {"schema": f"iglu:{schema}", "data": data}
 
 
-_KEYWORDS_EMPTY = b'"keywords":""'
+def _web_page(page_id: str) -> dict:
+    return _self_describing("com.snowplowanalytics.snowplow/web_page/jsonschema/1-0-0", {"id": page_id})
+
+
+def _timing(rng: random.Random, nav_ms: int) -> dict:
+    steps = iter(sorted(nav_ms + 1 + rng.getrandbits(11) for _ in range(16)))
+    names = ("fetchStart domainLookupStart domainLookupEnd connectStart connectEnd secureConnectionStart "
+             "requestStart responseStart responseEnd domLoading domInteractive domContentLoadedEventStart "
+             "domContentLoadedEventEnd domComplete loadEventStart loadEventEnd").split()
+    data = {"navigationStart": nav_ms, "unloadEventStart": 0, "unloadEventEnd": 0, "redirectStart": 0,
+            "redirectEnd": 0}
+    data.update((name, next(steps)) for name in names)
+    return _self_describing("org.w3/PerformanceTiming/jsonschema/1-0-0", data)
+
+
+def _ua_parser(browser: tuple) -> dict:
+    family, version, os_name = browser[2], browser[3], browser[5]
+    return _self_describing("com.snowplowanalytics.snowplow/ua_parser_context/jsonschema/1-0-0", {
+        "useragentFamily": family, "useragentMajor": version.split(".")[0], "useragentMinor": "0",
+        "useragentPatch": None, "useragentVersion": f"{family} {version}", "osFamily": os_name, "osMajor": None,
+        "osMinor": None, "osPatch": None, "osPatchMinor": None, "osVersion": os_name,
+        "deviceFamily": "iPhone" if browser[8] == "1" else "Other"})
+
+
+def _contexts(items: List[dict], version: str = "1-0-0") -> str:
+    return _json(_self_describing(f"com.snowplowanalytics.snowplow/contexts/jsonschema/{version}", items))
+
+
+_PAD_CONTEXT = _self_describing("com.acme/page/jsonschema/1-0-0", {"tags": ""})
+_PAD_EMPTY = b'"tags":""'
+_PAD_OVERHEAD = len(_json(_PAD_CONTEXT)) + 1  # with its comma
 
 
 def event_line(event_id: str, fingerprint: str, etl_tstamp: str, *, rng: random.Random, size: int = 1300,
                invalid_utf8: bool = False, v_etl: str = "spark-1.18.0-common-0.35.0") -> bytes:
-    """One enriched page_view line of exactly `size` bytes when that is above its natural minimum (~700 B).
+    """One enriched page_view line of about `size` bytes (exactly, when above ~1,230), without a line ending.
 
-    No line ending. The size is reached by filling a custom context's keywords, as real contexts vary in length.
-    `invalid_utf8` puts a Latin-1 page title in the line, as old trackers on Latin-1 pages sent.
+    Room above the bare page view goes, as it would in real data, to a ua_parser derived context, a
+    PerformanceTiming context and then a custom context whose tags fill the rest. `invalid_utf8` gives it a
+    Latin-1 page title, as trackers on Latin-1 pages sent.
     """
     etl_ms = _parse_tstamp_ms(etl_tstamp)
     if etl_ms is None:  # a deliberately bad etl_tstamp: the other timestamps still need a base
@@ -189,9 +204,8 @@ def event_line(event_id: str, fingerprint: str, etl_tstamp: str, *, rng: random.
     v[0], v[1], v[2] = rng.choice(("acme-web", "acme-shop")), "web", etl_tstamp
     v[3], v[4], v[5], v[6] = format_tstamp(collector_ms), format_tstamp(created_ms), "page_view", event_id
     v[8], v[9], v[10], v[11] = "cf", "js-2.17.3", "ssc-2.3.0-kinesis", v_etl
-    v[13] = "%d.%d.%d.%d" % (rng.choice((81, 92, 145, 203)), rng.randrange(256), rng.randrange(256), rng.randrange(1, 255))
-    v[14] = str(rng.randrange(10**9, 4 * 10**9))
-    v[15], v[16], v[17] = "%016x" % rng.getrandbits(64), str(rng.randrange(1, 40)), new_uuid(rng)
+    v[13] = f"{rng.choice((81, 92, 145, 203))}.{rng.randrange(256)}.{rng.randrange(256)}.{rng.randrange(1, 255)}"
+    v[15], v[16], v[17] = f"{rng.getrandbits(64):016x}", str(rng.randrange(1, 40)), new_uuid(rng)
     v[18:25] = place[:7]
     v[29] = f"https://{host}{path}" + (f"?{query}" if query else "")
     v[30] = title
@@ -200,7 +214,6 @@ def event_line(event_id: str, fingerprint: str, etl_tstamp: str, *, rng: random.
     v[38:47] = [refr[0], refr[1], refr[2], refr[3], refr[4], "", refr[5], refr[6], refr[7]]
     if "utm_campaign" in query:
         v[47], v[48], v[51] = "email", "newsletter", "spring26"
-    v[52] = _contexts(rng, new_uuid(rng), created_ms - rng.randrange(500, 3000), with_timing=size >= 1200)
     v[77] = browser[0]
     v[78:84] = [browser[1], browser[2], browser[3], "Browser", browser[4], place[8]]
     v[84:94] = ["1", "0", "0", "0", "0", "0", "0", "0", "0", "1"]
@@ -208,18 +221,34 @@ def event_line(event_id: str, fingerprint: str, etl_tstamp: str, *, rng: random.
     v[97:101] = [browser[5], browser[5], browser[6], place[7]]
     v[101:105] = [browser[7], browser[8], browser[9], browser[10]]
     v[105], v[106], v[107] = "UTF-8", browser[9], str(rng.randrange(1200, 9000))
-    v[115], v[119], v[122] = place[7], format_tstamp(sent_ms), _derived_contexts(browser)
+    v[115], v[119] = place[7], format_tstamp(sent_ms)
     v[123], v[124] = new_uuid(rng), format_tstamp(derived_ms)
     v[125:129] = ["com.snowplowanalytics.snowplow", "page_view", "jsonschema", "1-0-0"]
     v[129] = fingerprint
+    contexts = [_web_page(new_uuid(rng))]
+    v[52] = _contexts(contexts)
+
+    def length() -> int:
+        n = len("\t".join(v).encode("utf-8"))
+        return n - len(title.encode("utf-8")) + len(_LATIN1_TITLE) if invalid_utf8 else n
+
+    derived = _contexts([_ua_parser(browser)], "1-0-1")
+    if size - length() >= len(derived) + _PAD_OVERHEAD:
+        v[122] = derived
+    timing = _timing(rng, created_ms - rng.randrange(500, 3000))
+    if size - length() >= len(_json(timing)) + 1 + _PAD_OVERHEAD:
+        contexts.append(timing)
+        v[52] = _contexts(contexts)
+    if size - length() >= _PAD_OVERHEAD:
+        v[52] = _contexts(contexts + [_PAD_CONTEXT])
     line = "\t".join(v).encode("utf-8")
     if invalid_utf8:
         line = line.replace(title.encode("utf-8"), _LATIN1_TITLE, 1)
     gap = size - len(line)
-    if gap > 0:
+    if gap > 0 and _PAD_EMPTY in line:
         start = rng.randrange(len(_PAD_TEXT) - gap) if gap < len(_PAD_TEXT) else 0
         pad = (_PAD_TEXT * (1 + gap // len(_PAD_TEXT)))[start:start + gap].encode("ascii")
-        line = line.replace(_KEYWORDS_EMPTY, b'"keywords":"' + pad + b'"', 1)
+        line = line.replace(_PAD_EMPTY, b'"tags":"' + pad + b'"', 1)
     return line
 
 
@@ -276,6 +305,7 @@ class ObjectTruth:
     lines: int
     crlf: bool = False
     members: int = 0  # gzip members (0 for plain text)
+    final_newline: bool = True  # False: the last line has no line ending
 
     @property
     def is_data(self) -> bool:
@@ -316,30 +346,30 @@ class ArchiveTruth:
     def run(self, run_id: str) -> RunTruth:
         return next(r for r in self.runs if r.run == run_id)
 
-    def expected_manifest(self, etl_time: str = "run", runs: Optional[Iterable[str]] = None) -> Dict[Tuple[str, str], int]:
-        """(eventId, fingerprint) -> etlTime in epoch seconds: the earliest over the (given) runs.
+    def expected_manifest(self, etl_time: str = "run",
+                          runs: Optional[Iterable[str]] = None) -> Dict[Tuple[str, str], int]:
+        """(eventId, fingerprint) -> etlTime in epoch seconds, the earliest over the (given) runs.
 
         etl_time 'run' gives every event its run's earliest etl_tstamp; 'event' its own.
         """
+        return {key: t for key, (t, _) in self.expected_items(etl_time=etl_time, runs=runs).items()}
+
+    def expected_items(self, ttl_days: int = 180, etl_time: str = "run", now: Optional[float] = None,
+                       runs: Optional[Iterable[str]] = None) -> Dict[Tuple[str, str], Tuple[int, int]]:
+        """Key -> (etlTime, ttl) of the final table after a backfill of the (given) runs into an empty one.
+
+        With `now`, copies whose ttl is not after it are expired and never written; of the rest, the earliest wins.
+        """
         wanted = set(runs) if runs is not None else None
-        out: Dict[Tuple[str, str], int] = {}
+        out: Dict[Tuple[str, str], Tuple[int, int]] = {}
         for run in self.runs:
             if wanted is not None and run.run not in wanted:
                 continue
             for eid, fp, ms in run.events:
                 t = (run.etl_ms if etl_time == "run" else ms) // 1000
-                if t < out.get((eid, fp), t + 1):
-                    out[(eid, fp)] = t
-        return out
-
-    def expected_items(self, ttl_days: int = 180, etl_time: str = "run", now: Optional[float] = None,
-                       runs: Optional[Iterable[str]] = None) -> Dict[Tuple[str, str], Tuple[int, int]]:
-        """Key -> (etlTime, ttl); with `now`, items whose ttl is already before it are left out (expired)."""
-        out = {}
-        for key, t in self.expected_manifest(etl_time, runs).items():
-            ttl = t + ttl_days * 86400
-            if now is None or ttl >= now:
-                out[key] = (t, ttl)
+                ttl = t + ttl_days * 86400
+                if (now is None or ttl > now) and t < out.get((eid, fp), (t + 1, 0))[0]:
+                    out[(eid, fp)] = (t, ttl)
         return out
 
     def describe(self) -> str:
@@ -478,7 +508,7 @@ def generate_archive(dest: str, runs: List[str], events_per_run: int, *, kinds: 
             key = f"{folder}/{name}"
             write_bytes(loc.child(folder, name), data, client)
             members = 0 if kind not in GZIP_KINDS else (MULTIGZ_MEMBERS if kind == "multigz" else 1)
-            truth.objects.append(ObjectTruth(key, kind, len(data), len(chunk), crlf, members))
+            truth.objects.append(ObjectTruth(key, kind, len(data), len(chunk), crlf, members, final_newline))
             rt.objects.append(key)
             for number, x in enumerate(chunk, 1):
                 if x.reason:

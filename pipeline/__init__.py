@@ -1,8 +1,10 @@
 """Luigi tasks that back-fill Snowplow's DynamoDB event manifest: `luigi --module pipeline PopulateManifest`."""
 from __future__ import annotations
 
+import atexit
 import logging
 import re
+import sys
 
 from .errors import PipelineError
 
@@ -12,22 +14,50 @@ _LAST_LINE = re.compile(r"^(?:pipeline|spark)\.[\w.]*(?:Error|Exception): (.*)$"
 
 
 class _OneLineErrors(logging.Filter):
+    """Turns a PipelineError's log record into its message alone, and repeats it as the very last line."""
+
+    def __init__(self):
+        super().__init__()
+        self.messages = []
+
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
-        if isinstance(exc, PipelineError):
-            record.msg, record.args, record.exc_info, record.exc_text = f"ERROR: {exc}", (), None, None
+        message = str(exc) if isinstance(exc, PipelineError) else None
+        if message is None and isinstance(record.msg, str) and record.msg.startswith("Will not run"):
+            lines = [ln.strip() for ln in record.msg.splitlines() if ln.strip()]
+            match = _LAST_LINE.match(lines[-1]) if lines else None
+            message = match.group(1) if match else None
+        if message is not None:
+            record.msg, record.args, record.exc_info, record.exc_text = message, (), None, None
             record.levelno, record.levelname = logging.ERROR, "ERROR"
-            return True
-        if isinstance(record.msg, str) and record.msg.startswith("Will not run") and not record.args:
-            lines = [ln for ln in record.msg.splitlines() if ln.strip()]
-            match = _LAST_LINE.match(lines[-1].strip()) if lines else None
-            if match:
-                record.msg = f"ERROR: {match.group(1)}"
-                record.levelno, record.levelname = logging.ERROR, "ERROR"
+            if message not in self.messages:
+                self.messages.append(message)
         return True
 
+    def repeat_at_exit(self) -> None:
+        for message in self.messages:
+            print(f"ERROR: {message}", file=sys.stderr, flush=True)
 
-logging.getLogger("luigi-interface").addFilter(_OneLineErrors())
+
+# The same codes as luigi.cfg's [retcode], for runs from a folder without that file: luigi builds its (cached)
+# retcode config before importing this module, so unset codes are filled on that very instance.
+RETCODES = {"already_running": 10, "missing_data": 20, "not_run": 25, "task_failed": 30, "scheduling_error": 35,
+            "unhandled_exception": 40}
+
+
+def _default_retcodes() -> None:
+    from luigi.retcodes import retcode
+
+    codes = retcode()
+    for name, value in RETCODES.items():
+        if not getattr(codes, name):
+            setattr(codes, name, value)
+
+
+_default_retcodes()
+_errors = _OneLineErrors()
+logging.getLogger("luigi-interface").addFilter(_errors)
+atexit.register(_errors.repeat_at_exit)
 
 from .tasks import PopulateManifest, RunBatch  # noqa: E402  (Luigi finds tasks by importing this module)
 

@@ -39,7 +39,8 @@ def describe_table(client, table: str, region: str) -> Optional[TableInfo]:
     except ClientError as e:
         if e.response["Error"]["Code"] == "ResourceNotFoundException":
             return None
-        raise PipelineError(f"cannot describe DynamoDB table '{table}' in {region}: {e.response['Error']['Code']}")
+        code = e.response["Error"]["Code"]
+        raise PipelineError(f"cannot describe DynamoDB table '{table}' in {region}: {code}") from None
     types = {a["AttributeName"]: a["AttributeType"] for a in desc.get("AttributeDefinitions", [])}
     keys = [(k["AttributeName"], k["KeyType"]) for k in desc["KeySchema"]]
     if keys != [("eventId", "HASH"), ("fingerprint", "RANGE")] or types.get("eventId") != "S" or types.get(

@@ -158,6 +158,4 @@ def read_lines(loc: Location, client=None, name: Optional[str] = None) -> Iterat
 
 
 def _one_line(e: BaseException) -> str:
-    code = getattr(e, "response", {}).get("Error", {}).get("Code") if hasattr(e, "response") else None
-    text = code or str(e) or type(e).__name__
-    return " ".join(f"{type(e).__name__}: {text}".split())
+    return " ".join(f"{type(e).__name__}: {e}".split())

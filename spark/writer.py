@@ -208,8 +208,8 @@ class _Writer:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             if code in TRANSIENT_CODES or status >= 500:
                 return _TRANSIENT
-            message = _one_line(f"DynamoDB {operation} on table {self.table} failed: {code}: {error.get('Message', '')}")
-            raise WriteError(message) from None
+            message = f"DynamoDB {operation} on table {self.table} failed: {code}: {error.get('Message', '')}"
+            raise WriteError(_one_line(message)) from None
         if isinstance(exc, (BotoConnectionError, HTTPClientError)):
             return _TRANSIENT
         raise exc

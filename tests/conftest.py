@@ -4,15 +4,13 @@ from __future__ import annotations
 import functools
 import http.server
 import os
-import socket
-import subprocess
 import sys
 import threading
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
+
+from bench import servers
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_IGLU = ROOT.parent / "shared" / "iglu"
@@ -24,36 +22,10 @@ os.environ.setdefault("AWS_DEFAULT_REGION", "us-east-1")
 os.environ.pop("AWS_PROFILE", None)
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_moto_server(port: int = 0) -> tuple:
-    """A moto_server subprocess on 127.0.0.1; returns (process, endpoint url)."""
-    port = port or free_port()
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.time() + 30
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(url + "/moto-api/", timeout=1)
-            return proc, url
-        except Exception:
-            time.sleep(0.2)
-    proc.kill()
-    raise RuntimeError("moto server did not start")
-
-
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """One moto server for the session; AWS_ENDPOINT_URL points every boto3 client (and Spark) at it."""
-    proc, url = start_moto_server()
+    proc, url = servers.start_moto_server()
     old = os.environ.get("AWS_ENDPOINT_URL")
     os.environ["AWS_ENDPOINT_URL"] = url
     yield url
@@ -61,15 +33,13 @@ def moto_endpoint():
         os.environ.pop("AWS_ENDPOINT_URL", None)
     else:
         os.environ["AWS_ENDPOINT_URL"] = old
-    proc.terminate()
-    proc.wait(10)
+    servers.stop(proc)
 
 
 @pytest.fixture
 def moto_reset(moto_endpoint):
     """A clean moto state for one test."""
-    req = urllib.request.Request(moto_endpoint + "/moto-api/reset", method="POST")
-    urllib.request.urlopen(req, timeout=10)
+    servers.reset_moto(moto_endpoint)
     return moto_endpoint
 
 

@@ -1,0 +1,531 @@
+"""The EMR runner: one cluster per backfill, one Spark step per batch, found again by name when a run resumes.
+
+Nothing secret ever reaches EMR: the step's only arguments are S3 locations of the job code and of the batch
+spec, and the storage credentials (when the config has keys) are a KMS-encrypted S3 object the spec points to.
+Idle auto-termination is always set, so a crashed pipeline cannot leave a cluster billing forever.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import re
+import shlex
+import tempfile
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Any, Callable, Dict, List, Optional, Tuple
+
+from botocore.config import Config
+from botocore.exceptions import ClientError
+
+from spark.spec import BatchSpec
+from spark.storage import Location, LocationError, delete, parse_location, read_bytes, s3_client, write_bytes
+
+from . import jobcode
+from .errors import PipelineError
+from .runners import BatchOutcome, Progress
+
+log = logging.getLogger("manifest.emr")
+
+ALIVE_CLUSTER_STATES = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
+ACTIVE_STEP_STATES = ("PENDING", "RUNNING", "CANCEL_PENDING")
+FAILED_STEP_STATES = ("FAILED", "CANCELLED", "INTERRUPTED")
+STEP_ARGS_LIMIT = 10240  # EMR's cap on the total length of a step's arguments
+BACKFILL_TAG = "manifest-populator:backfill"
+IDLE_TIMEOUT_RANGE = (60, 604800)  # what EMR accepts for AutoTerminationPolicy.IdleTimeout
+_RELEASE = re.compile(r"^emr-7\.\d+\.\d+$")
+_CLUSTER_ID = re.compile(r"^j-[A-Z0-9]{1,64}$")
+_INSTALL_SCRIPT = b"""#!/bin/bash
+# Installs the Python packages the manifest populator's job needs and EMR lacks, on every node.
+set -euo pipefail
+sudo python3 -m pip install --quiet "$@"
+"""
+
+
+def _bad(key: str, problem: str) -> PipelineError:
+    return PipelineError(f"[emr] {key}: {problem}")
+
+
+def _s3_uri(key: str, value: Optional[str]) -> Optional[str]:
+    if value is None:
+        return None
+    try:
+        loc = parse_location(value)
+    except LocationError as e:
+        raise _bad(key, str(e)) from None
+    if not loc.is_s3:
+        raise _bad(key, f"{value!r} must be an s3:// location")
+    return loc.uri
+
+
+def _bootstrap_action(item: Any) -> Dict:
+    """EMR's BootstrapAction shape from an S3 path, {name, path, args} or the API shape itself."""
+    if isinstance(item, str):
+        item = {"path": item}
+    if not isinstance(item, dict):
+        raise _bad("bootstrap_actions", f"{item!r} is neither an s3:// path nor a {{name, path, args}} object")
+    script = item.get("ScriptBootstrapAction") or {}
+    path = item.get("path") or item.get("Path") or script.get("Path")
+    args = item.get("args") or item.get("Args") or script.get("Args") or []
+    if not isinstance(path, str) or not isinstance(args, list):
+        raise _bad("bootstrap_actions", f"{item!r} needs a 'path' (s3://...) and optional 'args' (a list)")
+    path = _s3_uri("bootstrap_actions", path)
+    name = item.get("name") or item.get("Name") or path.rsplit("/", 1)[-1]
+    return {"Name": str(name), "ScriptBootstrapAction": {"Path": path, "Args": [str(a) for a in args]}}
+
+
+def _configurations(value: Any) -> List[Dict]:
+    """EMR Configurations from the API list or EmrEtlRunner's {classification: {property: value}} mapping."""
+    if isinstance(value, dict):
+        value = [{"Classification": c, "Properties": props or {}} for c, props in value.items()]
+    if not isinstance(value, list) or not all(isinstance(c, dict) and c.get("Classification") for c in value):
+        raise _bad("configurations", "expected a list of {Classification, Properties} objects")
+    out = []
+    for c in value:
+        props = c.get("Properties") or {}
+        if not isinstance(props, dict):
+            raise _bad("configurations", f"Properties of {c['Classification']!r} must be an object")
+        item = dict(c, Properties={str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in props.items()})
+        out.append(item)
+    return out
+
+
+@dataclass
+class EmrSettings:
+    """The `[emr]` section of luigi.cfg: the cluster to create, or the existing one to use."""
+
+    release_label: str = "emr-7.5.0"
+    master_instance_type: str = "m5.xlarge"
+    master_instance_count: int = 1
+    core_instance_type: str = "m5.xlarge"
+    core_instance_count: int = 2
+    core_market: str = "ON_DEMAND"
+    core_bid_price: Optional[str] = None  # USD; only with core_market SPOT (none = capped at the on-demand price)
+    service_role: str = "EMR_DefaultRole"
+    job_flow_role: str = "EMR_EC2_DefaultRole"
+    subnet_id: Optional[str] = None
+    availability_zone: Optional[str] = None  # only without subnet_id (EC2-Classic style placement)
+    key_name: Optional[str] = None
+    security_configuration: Optional[str] = None
+    tags: Dict[str, str] = field(default_factory=dict)
+    bootstrap_actions: List[Dict] = field(default_factory=list)
+    configurations: List[Dict] = field(default_factory=list)
+    python_packages: List[str] = field(default_factory=list)  # pip-installed on every node by a bootstrap action
+    idle_timeout_seconds: int = 3600
+    step_concurrency: int = 1
+    cluster_id: Optional[str] = None  # an existing cluster to run on; it is never created nor terminated by us
+    log_uri: Optional[str] = None  # default: <staging>/emr-logs/
+    job_code_uri: Optional[str] = None  # default: <staging>/job-code/
+    region: Optional[str] = None  # default: the session's region
+    profile: Optional[str] = None
+    spark_submit_args: List[str] = field(default_factory=list)
+
+    def __post_init__(self):
+        if not _RELEASE.match(self.release_label or ""):
+            raise _bad("release_label", f"{self.release_label!r} is not an EMR 7 release label like emr-7.5.0 "
+                                        "(the job needs the Spark 3.5 line)")
+        lo, hi = IDLE_TIMEOUT_RANGE
+        if not lo <= self.idle_timeout_seconds <= hi:
+            raise _bad("idle_timeout_seconds", f"{self.idle_timeout_seconds} is outside {lo}..{hi} seconds")
+        if self.master_instance_count not in (1, 3):
+            raise _bad("master_instance_count", f"{self.master_instance_count} must be 1 or 3")
+        if self.core_instance_count < 0:
+            raise _bad("core_instance_count", f"{self.core_instance_count} must not be negative")
+        if not 1 <= self.step_concurrency <= 256:
+            raise _bad("step_concurrency", f"{self.step_concurrency} is outside 1..256")
+        self.core_market = (self.core_market or "ON_DEMAND").upper()
+        if self.core_bid_price is not None:
+            try:
+                float(self.core_bid_price)
+            except ValueError:
+                raise _bad("core_bid_price", f"{self.core_bid_price!r} is not a price in USD") from None
+            self.core_bid_price, self.core_market = str(self.core_bid_price), "SPOT"
+        if self.core_market not in ("ON_DEMAND", "SPOT"):
+            raise _bad("core_market", f"{self.core_market!r} must be ON_DEMAND or SPOT")
+        if self.cluster_id is not None and not _CLUSTER_ID.match(self.cluster_id):
+            raise _bad("cluster_id", f"{self.cluster_id!r} is not a cluster id like j-2AXXXXXXGAPLF")
+        self.log_uri = _s3_uri("log_uri", self.log_uri)
+        self.job_code_uri = _s3_uri("job_code_uri", self.job_code_uri)
+        self.tags = {str(k): str(v) for k, v in self.tags.items()}
+        self.bootstrap_actions = [_bootstrap_action(b) for b in self.bootstrap_actions]
+        self.configurations = _configurations(self.configurations)
+        self.python_packages = [str(p) for p in self.python_packages]
+        self.spark_submit_args = [str(a) for a in self.spark_submit_args]
+
+    @classmethod
+    def from_mapping(cls, values: Dict[str, Any]) -> EmrSettings:
+        """From luigi.cfg's string values (lists and objects as JSON) or already-parsed values; empty = default."""
+        kinds = {f.name: f for f in dataclasses.fields(cls)}
+        parsed: Dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in kinds:
+                raise _bad(key, f"unknown setting (known: {', '.join(sorted(kinds))})")
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            parsed[key] = _parse_value(key, kinds[key], value)
+        return cls(**parsed)
+
+
+def _parse_value(key: str, spec: dataclasses.Field, value: Any) -> Any:
+    kind = str(spec.type)
+    if kind == "int":
+        if isinstance(value, bool):
+            raise _bad(key, f"{value!r} is not a whole number")
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            raise _bad(key, f"{value!r} is not a whole number") from None
+    if kind.startswith(("List", "Dict")):
+        want = list if kind.startswith("List") else dict
+        if isinstance(value, str):
+            text = value.strip()
+            if want is list and key == "spark_submit_args" and not text.startswith("["):
+                return shlex.split(text)
+            try:
+                value = json.loads(text)
+            except ValueError as e:
+                raise _bad(key, f"not valid JSON ({e.msg} at column {e.colno})") from None
+        if key == "configurations" and isinstance(value, dict):
+            return value
+        if not isinstance(value, want):
+            raise _bad(key, f"expected a JSON {'list' if want is list else 'object'}, got {type(value).__name__}")
+        return value
+    return str(value).strip()
+
+
+def session_for(settings: EmrSettings):
+    """A boto3 session for the configured profile and region (the original populator's --profile)."""
+    import boto3
+    from botocore.exceptions import ProfileNotFound
+
+    try:
+        return boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
+    except ProfileNotFound:
+        raise _bad("profile", f"AWS profile {settings.profile!r} is not configured") from None
+
+
+def cluster_name(backfill_id: str) -> str:
+    return f"manifest-populator {backfill_id}"
+
+
+def step_name(batch_id: str) -> str:
+    return f"manifest-populator {batch_id}"
+
+
+def console_url(region: str, cluster_id: str) -> str:
+    """The cluster's page in the EMR console, whose Steps tab lists the step (steps have no page of their own)."""
+    return f"https://{region}.console.aws.amazon.com/emr/home?region={region}#/clusterDetails/{cluster_id}"
+
+
+def cluster_request(settings: EmrSettings, name: str, backfill_id: str, log_uri: str,
+                    extra_bootstrap: Optional[List[Dict]] = None) -> Dict:
+    """RunJobFlow's arguments: kept alive between batches, but always with an idle timeout."""
+    groups = [{"Name": "master", "InstanceRole": "MASTER", "Market": "ON_DEMAND",
+               "InstanceType": settings.master_instance_type, "InstanceCount": settings.master_instance_count}]
+    if settings.core_instance_count:
+        core = {"Name": "core", "InstanceRole": "CORE", "Market": settings.core_market,
+                "InstanceType": settings.core_instance_type, "InstanceCount": settings.core_instance_count}
+        if settings.core_market == "SPOT" and settings.core_bid_price:
+            core["BidPrice"] = settings.core_bid_price
+        groups.append(core)
+    instances: Dict[str, Any] = {"InstanceGroups": groups, "KeepJobFlowAliveWhenNoSteps": True,
+                                 "TerminationProtected": False}
+    if settings.subnet_id:
+        instances["Ec2SubnetId"] = settings.subnet_id
+    elif settings.availability_zone:
+        instances["Placement"] = {"AvailabilityZone": settings.availability_zone}
+    if settings.key_name:
+        instances["Ec2KeyName"] = settings.key_name
+    tags = dict(settings.tags, **{BACKFILL_TAG: backfill_id})
+    request = {
+        "Name": name,
+        "LogUri": log_uri,
+        "ReleaseLabel": settings.release_label,
+        "Applications": [{"Name": "Spark"}],
+        "Instances": instances,
+        "BootstrapActions": list(settings.bootstrap_actions) + list(extra_bootstrap or []),
+        "ServiceRole": settings.service_role,
+        "JobFlowRole": settings.job_flow_role,
+        "VisibleToAllUsers": True,
+        "AutoTerminationPolicy": {"IdleTimeout": settings.idle_timeout_seconds},
+        "StepConcurrencyLevel": settings.step_concurrency,
+        "Tags": [{"Key": k, "Value": tags[k]} for k in sorted(tags)],
+    }
+    if settings.configurations:
+        request["Configurations"] = settings.configurations
+    if settings.security_configuration:
+        request["SecurityConfiguration"] = settings.security_configuration
+    return request
+
+
+def step_request(batch_id: str, args: List[str]) -> Dict:
+    size = sum(len(a) for a in args)
+    if size >= STEP_ARGS_LIMIT:
+        raise PipelineError(f"the EMR step of batch {batch_id} would have {size} characters of arguments, over "
+                            f"EMR's {STEP_ARGS_LIMIT}: shorten [emr] spark_submit_args or the staging location")
+    return {"Name": step_name(batch_id), "ActionOnFailure": "CONTINUE",
+            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args}}
+
+
+def _one_line(text: str) -> str:
+    return " ".join(str(text).split())
+
+
+def failure_detail(step_id: str, status: Dict, log_location: str) -> str:
+    """One line from a finished step's status: FailureDetails and where its logs are."""
+    details = status.get("FailureDetails") or {}
+    why = ": ".join(p for p in (details.get("Reason"), details.get("Message")) if p)
+    why = why or (status.get("StateChangeReason") or {}).get("Message") or "no failure details"
+    logs = details.get("LogFile") or log_location
+    return _one_line(f"step {step_id} {status.get('State')}: {why} (logs: {logs})")
+
+
+def _elapsed(since: Optional[datetime]) -> str:
+    if since is None:
+        return "0s"
+    seconds = max(0, int((datetime.now(timezone.utc) - since).total_seconds()))
+    hours, rest = divmod(seconds, 3600)
+    return f"{hours}h{rest // 60:02d}m{rest % 60:02d}s" if hours else f"{rest // 60}m{rest % 60:02d}s"
+
+
+class EmrRunner:
+    """Runs a backfill's batches as steps on one EMR cluster; every AWS call goes through the injected session."""
+
+    def __init__(self, settings: EmrSettings, backfill_id: str, staging: Location, session,
+                 poll_seconds: Tuple[float, float] = (5, 60), sleep: Callable[[float], None] = time.sleep):
+        if not staging.is_s3:
+            raise PipelineError(f"the EMR runner stages its files in S3; {staging.uri} is not an s3:// location")
+        if not backfill_id or len(backfill_id) > 200:
+            raise PipelineError("the EMR runner needs a backfill id of 1 to 200 characters")
+        self.settings, self.backfill_id, self.staging = settings, backfill_id, staging
+        self.region = settings.region or session.region_name
+        if not self.region:
+            raise _bad("region", "no AWS region: set [emr] region or AWS_DEFAULT_REGION")
+        retries = Config(retries={"max_attempts": 10, "mode": "standard"})
+        self.emr = session.client("emr", region_name=self.region, config=retries)
+        self.s3 = s3_client(session)
+        self.poll_seconds, self.sleep = poll_seconds, sleep
+        self.cluster_id: Optional[str] = None
+        self._job_code: Optional[Tuple[str, str]] = None
+
+    @property
+    def log_uri(self) -> str:
+        return self.settings.log_uri or self.staging.child("emr-logs").uri + "/"
+
+    @property
+    def job_code_location(self) -> Location:
+        if self.settings.job_code_uri:
+            return parse_location(self.settings.job_code_uri)
+        return self.staging.child("job-code")
+
+    @property
+    def credentials_location(self) -> Location:
+        return self.staging.child("credentials", f"{self.backfill_id}.json")
+
+    # -- S3 staging ---------------------------------------------------------------------------------------------
+
+    def _exists(self, loc: Location) -> bool:
+        try:
+            self.s3.head_object(Bucket=loc.bucket, Key=loc.key)
+            return True
+        except ClientError as e:
+            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+                return False
+            raise
+
+    def _upload_once(self, loc: Location, data: Callable[[], bytes]) -> None:
+        if not self._exists(loc):
+            write_bytes(loc, data(), self.s3)
+            log.info("uploaded %s", loc.uri)
+
+    def stage_job_code(self) -> Tuple[str, str]:
+        """Upload the zip and entry script under their content hash, unless they are there already."""
+        if self._job_code:
+            return self._job_code
+        entry = jobcode.entry_script()
+        try:
+            with open(entry, "rb") as f:
+                entry_bytes = f.read()
+        except OSError as e:
+            raise PipelineError(f"the job's entry script {entry} cannot be read ({e.strerror}): reinstall") from None
+        digest = jobcode.code_hash()
+        prefix = self.job_code_location.child(digest[:12])
+        zip_loc, entry_loc = prefix.child(jobcode.zip_name(digest)), prefix.child(jobcode.ENTRY_NAME)
+
+        def zip_bytes() -> bytes:
+            with tempfile.TemporaryDirectory(prefix="manifest-jobcode-") as tmp:
+                with open(jobcode.build_job_zip(tmp), "rb") as f:
+                    return f.read()
+
+        self._upload_once(zip_loc, zip_bytes)
+        self._upload_once(entry_loc, lambda: entry_bytes)
+        self._job_code = (zip_loc.uri, entry_loc.uri)
+        return self._job_code
+
+    def _package_bootstrap(self) -> List[Dict]:
+        if not self.settings.python_packages:
+            return []
+        loc = self.job_code_location.child("bootstrap", "install-python-packages.sh")
+        self._upload_once(loc, lambda: _INSTALL_SCRIPT)
+        return [{"Name": "install python packages",
+                 "ScriptBootstrapAction": {"Path": loc.uri, "Args": list(self.settings.python_packages)}}]
+
+    def stage_credentials(self, credentials: Optional[dict]) -> Optional[str]:
+        """Stage the storage keys as a KMS-encrypted object for the job; None means the instance role is used."""
+        if not credentials:
+            return None
+        loc = self.credentials_location
+        write_bytes(loc, json.dumps(credentials).encode("utf-8"), self.s3, encrypt=True)
+        return loc.uri
+
+    def cleanup_credentials(self) -> None:
+        delete(self.credentials_location, self.s3)
+
+    # -- cluster ------------------------------------------------------------------------------------------------
+
+    def _state(self, cluster_id: str) -> Dict:
+        try:
+            return self.emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
+        except ClientError as e:
+            raise PipelineError(f"EMR cluster {cluster_id} cannot be described in {self.region}: "
+                                f"{_one_line(e.response.get('Error', {}).get('Message', e))}") from None
+
+    def find_backfill_cluster(self) -> Optional[str]:
+        """The alive cluster created for this backfill (same name and backfill tag), if any."""
+        name = cluster_name(self.backfill_id)
+        for page in self.emr.get_paginator("list_clusters").paginate(ClusterStates=list(ALIVE_CLUSTER_STATES)):
+            for summary in page.get("Clusters", []):
+                if summary.get("Name") != name:
+                    continue
+                tags = {t["Key"]: t["Value"] for t in self._state(summary["Id"]).get("Tags", [])}
+                if tags.get(BACKFILL_TAG) == self.backfill_id:
+                    return summary["Id"]
+        return None
+
+    def ensure_cluster(self) -> str:
+        """The configured cluster, this backfill's alive cluster, or a new one."""
+        if self.cluster_id:
+            return self.cluster_id
+        configured = self.settings.cluster_id
+        if configured:
+            state = self._state(configured)["Status"]["State"]
+            if state not in ALIVE_CLUSTER_STATES:
+                raise _bad("cluster_id", f"cluster {configured} is {state}; name a running cluster or leave it "
+                                         "empty to create one")
+            self.cluster_id = configured
+            return configured
+        found = self.find_backfill_cluster()
+        if found:
+            log.info("using EMR cluster %s of backfill %s", found, self.backfill_id)
+            self.cluster_id = found
+            return found
+        request = cluster_request(self.settings, cluster_name(self.backfill_id), self.backfill_id, self.log_uri,
+                                  self._package_bootstrap())
+        self.cluster_id = self.emr.run_job_flow(**request)["JobFlowId"]
+        log.info("created EMR cluster %s (%s, idle timeout %d s)", self.cluster_id, self.settings.release_label,
+                 self.settings.idle_timeout_seconds)
+        return self.cluster_id
+
+    def finish(self, success: bool) -> None:
+        """After a successful backfill: terminate its cluster, delete the staged credentials.
+
+        After a failure both stay: a resumed run adopts the cluster and its running steps (which may still read
+        the credentials), and idle auto-termination ends the cluster if nobody comes back.
+        """
+        if not success:
+            return
+        self.cleanup_credentials()
+        if self.settings.cluster_id:
+            return
+        cluster_id = self.cluster_id or self.find_backfill_cluster()
+        if cluster_id:
+            self.emr.terminate_job_flows(JobFlowIds=[cluster_id])
+            log.info("terminated EMR cluster %s", cluster_id)
+
+    # -- steps --------------------------------------------------------------------------------------------------
+
+    def _latest_step(self, cluster_id: str, name: str) -> Optional[Dict]:
+        found = []
+        for page in self.emr.get_paginator("list_steps").paginate(ClusterId=cluster_id):
+            found.extend(s for s in page.get("Steps", []) if s.get("Name") == name)
+        if not found:
+            return None
+        oldest = datetime.min.replace(tzinfo=timezone.utc)
+        return max(found, key=lambda s: s["Status"].get("Timeline", {}).get("CreationDateTime") or oldest)
+
+    def _read_spec(self, loc: Location) -> BatchSpec:
+        try:
+            return BatchSpec.from_json(read_bytes(loc, self.s3).decode("utf-8"))
+        except ClientError as e:
+            raise PipelineError(f"cannot read the batch spec {loc.uri}: "
+                                f"{e.response.get('Error', {}).get('Code', 'error')}") from None
+
+    def _runs_reported(self, spec: BatchSpec, since: Optional[datetime]) -> int:
+        """Reports of the batch's runs written since the step was created (older ones are a previous attempt's)."""
+        reports = parse_location(spec.reports)
+        wanted = {f"run={run}.json" for run in spec.runs}
+        prefix = reports.key.rstrip("/") + "/" if reports.key else ""
+        since = since.replace(microsecond=0) if since else None  # LastModified has whole seconds
+        count = 0
+        for page in self.s3.get_paginator("list_objects_v2").paginate(Bucket=reports.bucket, Prefix=prefix):
+            for obj in page.get("Contents", []):
+                if obj["Key"][len(prefix):] in wanted and (since is None or obj["LastModified"] >= since):
+                    count += 1
+        return count
+
+    def run_batch(self, batch_id: str, spec_uri: str, progress: Progress, tracking: Callable[[str], None],
+                  resubmit_completed: bool = False) -> BatchOutcome:
+        """Run (or adopt) the batch's step and wait for it to end.
+
+        A PENDING or RUNNING step of the batch's name is adopted; a COMPLETED one is reported done without a new
+        step unless `resubmit_completed` (for a caller whose report check found runs the step did not finish).
+        """
+        try:
+            spec_loc = parse_location(spec_uri)
+        except LocationError as e:
+            raise PipelineError(str(e)) from None
+        if not spec_loc.is_s3:
+            raise PipelineError(f"the batch spec must be in S3 for the EMR runner, not {spec_uri}")
+        cluster_id = self.ensure_cluster()
+        zip_uri, entry_uri = self.stage_job_code()
+        request = step_request(batch_id, jobcode.emr_step_args(zip_uri, entry_uri, spec_loc.uri,
+                                                               self.settings.spark_submit_args))
+        spec = self._read_spec(spec_loc)
+        existing = self._latest_step(cluster_id, request["Name"])
+        state = existing["Status"]["State"] if existing else None
+        if state == "COMPLETED" and not resubmit_completed:
+            progress(f"EMR cluster {cluster_id} step {existing['Id']} COMPLETED earlier", 100.0)
+            return BatchOutcome(ok=True, detail=f"step {existing['Id']} COMPLETED earlier", job_id=existing["Id"])
+        if state in ACTIVE_STEP_STATES:
+            step_id = existing["Id"]
+            log.info("adopting step %s (%s) of batch %s on %s", step_id, state, batch_id, cluster_id)
+        else:
+            step_id = self.emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[request])["StepIds"][0]
+            log.info("submitted step %s for batch %s on %s", step_id, batch_id, cluster_id)
+        tracking(console_url(self.region, cluster_id))
+        return self._wait(cluster_id, step_id, spec, progress)
+
+    def _wait(self, cluster_id: str, step_id: str, spec: BatchSpec, progress: Progress) -> BatchOutcome:
+        delay, longest = self.poll_seconds
+        while True:
+            status = self.emr.describe_step(ClusterId=cluster_id, StepId=step_id)["Step"]["Status"]
+            state, timeline = status["State"], status.get("Timeline") or {}
+            reported = self._runs_reported(spec, timeline.get("CreationDateTime"))
+            total = len(spec.runs)
+            pct = 100.0 if state == "COMPLETED" else round(100.0 * reported / max(1, total), 1)
+            progress(f"EMR cluster {cluster_id} step {step_id} {state}, "
+                     f"{_elapsed(timeline.get('StartDateTime') or timeline.get('CreationDateTime'))} elapsed, "
+                     f"{reported}/{total} runs reported", pct)
+            if state == "COMPLETED":
+                return BatchOutcome(ok=True, detail=f"step {step_id} COMPLETED", job_id=step_id)
+            if state in FAILED_STEP_STATES:
+                detail = failure_detail(step_id, status, f"{self.log_uri.rstrip('/')}/{cluster_id}/steps/{step_id}/")
+                cluster = self._state(cluster_id)["Status"]
+                if cluster["State"].startswith("TERMINAT"):
+                    reason = (cluster.get("StateChangeReason") or {}).get("Message") or "no reason given"
+                    detail += _one_line(f"; cluster {cluster_id} {cluster['State']}: {reason}")
+                return BatchOutcome(ok=False, detail=detail, job_id=step_id)
+            self.sleep(delay)
+            delay = min(delay * 2, longest)

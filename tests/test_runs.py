@@ -1,0 +1,79 @@
+"""Run ids, --since, enumeration (paginated, over 1,000 runs) and batching."""
+import boto3
+import pytest
+
+from pipeline import runs
+from pipeline.errors import PipelineError
+from spark.storage import parse_location
+
+
+@pytest.mark.parametrize("text,expected", [
+    ("2026-05-01-12-00-00", "2026-05-01-12-00-00"),
+    ("2017-13-01-00-00-00", None),  # month 13
+    ("2026-02-30-00-00-00", None),  # a date that does not exist
+    ("2026-05-01-24-00-00", None),
+    ("2026-05-01-12-00", None),
+    ("2026-05-01-12-00-00x", None),
+    ("2026-5-1-12-00-00", None),
+])
+def test_parse_run_id(text, expected):
+    assert runs.parse_run_id(text) == expected
+
+
+@pytest.mark.parametrize("since,expected", [
+    ("", None),
+    ("2026-05-01", "2026-05-01-00-00-00"),
+    ("2026-05-01-12-30-59", "2026-05-01-12-30-59"),
+])
+def test_parse_since(since, expected):
+    assert runs.parse_since(since) == expected
+
+
+@pytest.mark.parametrize("bad", ["yesterday", "2026-02-30", "2026-13-01", "2026-05-01-25-00-00", "20260501"])
+def test_parse_since_rejects_non_dates(bad):
+    with pytest.raises(PipelineError, match="--since .* is not a date"):
+        runs.parse_since(bad)
+
+
+def test_since_is_inclusive_on_both_forms():
+    all_runs = ["2026-04-30-23-59-59", "2026-05-01-00-00-00", "2026-05-01-12-00-00", "2026-05-02-00-00-00"]
+    todo, before = runs.split_since(all_runs, runs.parse_since("2026-05-01"))
+    assert todo == all_runs[1:] and before == all_runs[:1]
+    todo, before = runs.split_since(all_runs, runs.parse_since("2026-05-01-12-00-00"))
+    assert todo == all_runs[2:] and before == all_runs[:2]
+    assert runs.split_since(all_runs, None) == (all_runs, [])
+
+
+def test_batches_are_sorted_fixed_size_and_deterministic():
+    ids = [f"2026-05-{d:02d}-00-00-00" for d in range(7, 0, -1)]
+    batches = runs.make_batches(ids, 3)
+    assert [len(b) for _, b in batches] == [3, 3, 1]
+    assert [r for _, b in batches for r in b] == sorted(ids)
+    assert batches == runs.make_batches(list(reversed(ids)), 3)
+    assert len({bid for bid, _ in batches}) == 3
+    assert runs.make_batches(ids[:3], 3)[0][0] != runs.make_batches(ids[1:4], 3)[0][0]
+    with pytest.raises(PipelineError):
+        runs.make_batches(ids, 0)
+
+
+def test_enumerate_local_skips_names_that_are_not_runs(tmp_path):
+    for name in ["run=2026-05-01-00-00-00", "run=2017-13-01-00-00-00", "tmp", "run=2026-05-02-00-00-00",
+                 "run=2026-05-03-00-00-00-old"]:
+        (tmp_path / name).mkdir()
+    found, skipped = runs.enumerate_runs(parse_location(str(tmp_path)))
+    assert found == ["2026-05-01-00-00-00", "2026-05-02-00-00-00"]
+    assert sorted(s["run"] for s in skipped) == ["run=2017-13-01-00-00-00", "run=2026-05-03-00-00-00-old", "tmp"]
+
+
+def test_enumerate_s3_paginates_past_1000_runs(moto_reset):
+    s3 = boto3.client("s3")
+    s3.create_bucket(Bucket="archive")
+    expected = []
+    for i in range(1100):
+        run = f"2026-{1 + i // 600:02d}-{1 + (i // 24) % 25:02d}-{i % 24:02d}-{i % 60:02d}-00"
+        expected.append(run)
+        s3.put_object(Bucket="archive", Key=f"enriched/run={run}/part-00000", Body=b"x")
+    s3.put_object(Bucket="archive", Key="enriched/tmp/x", Body=b"x")
+    found, skipped = runs.enumerate_runs(parse_location("s3a://archive/enriched"), s3)
+    assert found == sorted(set(expected)) and len(found) == 1100
+    assert skipped == [{"run": "tmp", "reason": skipped[0]["reason"]}]
