@@ -28,7 +28,7 @@ log = logging.getLogger(__name__)
 
 PACKAGE_REPOSITORY_DIR = Path(__file__).resolve().parent / "iglu_repo"
 PACKAGE_REPOSITORY_NAME = "Pipeline embedded"
-PACKAGE_VENDOR_PREFIXES = ()
+PACKAGE_VENDOR_PREFIXES = ("com.snowplowanalytics",)
 
 # Values under these keys (at any depth) are never shown in a message, whatever the problem with them.
 SECRET_KEYS = frozenset({"accessKeyId", "secretAccessKey", "auth", "apikey"})
