@@ -54,7 +54,19 @@ def _default_retcodes() -> None:
             setattr(codes, name, value)
 
 
+def _show_our_logs() -> None:
+    """Luigi configures only its own logger; ours (manifest.*) print the same way, to stderr."""
+    ours = logging.getLogger("manifest")
+    if not ours.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
+        ours.addHandler(handler)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
+
+
 _default_retcodes()
+_show_our_logs()
 _errors = _OneLineErrors()
 logging.getLogger("luigi-interface").addFilter(_errors)
 atexit.register(_errors.repeat_at_exit)
