@@ -182,7 +182,8 @@ _PAD_OVERHEAD = len(_json(_PAD_CONTEXT)) + 1  # with its comma
 
 def event_line(event_id: str, fingerprint: str, etl_tstamp: str, *, rng: random.Random, size: int = 1300,
                invalid_utf8: bool = False, v_etl: str = "spark-1.18.0-common-0.35.0") -> bytes:
-    """One enriched page_view line of about `size` bytes (exactly, when above ~1,230), without a line ending.
+    """One enriched page_view line, without a line ending: exactly `size` bytes when its bare page view (1.05 to
+    1.48 KB, by page, referrer and browser) leaves room for a filler context, else the bare page view.
 
     Room above the bare page view goes, as it would in real data, to a ua_parser derived context, a
     PerformanceTiming context and then a custom context whose tags fill the rest. `invalid_utf8` gives it a
@@ -406,8 +407,13 @@ class _Line:
 
 
 def _plan_run(rng: random.Random, n: int, etls: List[int], earlier: List[Tuple[str, str]], stream: bool,
-              f_dup: float, f_cross: float, f_malformed: float, f_nofp: float) -> Tuple[List[_Line], Dict[str, int]]:
-    """The run's lines in file order, and how many of each deliberate kind it holds."""
+              f_dup: float, f_cross: float, f_malformed: float, f_nofp: float,
+              offset: int = 0) -> Tuple[List[_Line], Dict[str, int]]:
+    """The run's lines in file order, and how many of each deliberate kind it holds.
+
+    Malformed lines cycle through the reasons and their variants from `offset`, so that runs with one or two bad
+    lines each still cover every reason between them.
+    """
     n_mal, n_nofp, n_dup = round(n * f_malformed), round(n * f_nofp), round(n * f_dup)
     n_cross = min(round(n * f_cross), len(earlier))
     n_synth = n_dup // 2
@@ -425,7 +431,7 @@ def _plan_run(rng: random.Random, n: int, etls: List[int], earlier: List[Tuple[s
     lines += [_Line(e, f, etl()) for e, f in rng.sample(earlier, n_cross)]
     lines += [_Line(new_uuid(rng), "", etl(), counted=False) for _ in range(n_nofp)]
     lines += [_Line(new_uuid(rng), new_fingerprint(rng), etl(), MALFORMED_REASONS[i % 3], i // 3 % 3, counted=False)
-              for i in range(n_mal)]
+              for i in range(offset, offset + n_mal)]
     rng.shuffle(lines)
     valid = [x for x in lines if x.counted]
     for x in rng.sample(valid, min(len(valid), max(1, len(valid) // 100))):
@@ -494,7 +500,7 @@ def generate_archive(dest: str, runs: List[str], events_per_run: int, *, kinds: 
             run_kinds = [k for k in kinds if k != "s3loader"] or list(kinds)
             v_etl = "spark-1.18.0-common-0.35.0"
         lines, planned = _plan_run(rng, events_per_run, etls, earlier, stream, duplicate_fraction,
-                                   cross_run_duplicates, malformed_fraction, no_fingerprint_fraction)
+                                   cross_run_duplicates, malformed_fraction, no_fingerprint_fraction, r_index)
         k = max(1, min(objects_per_run or len(run_kinds), len(lines)))
         object_kinds = [run_kinds[(r_index + j) % len(run_kinds)] for j in range(k)]
         rt = RunTruth(run, stream, len(lines), [], {r: 0 for r in MALFORMED_REASONS}, [], planned["nofp"],

@@ -10,6 +10,7 @@ import os
 import shutil
 import subprocess
 import sys
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from bench import servers
@@ -60,9 +61,9 @@ def main() -> int:
         s3 = boto3.client("s3")
         for bucket in ("acme-snowplow", "acme-ops"):
             s3.create_bucket(Bucket=bucket)
-        from datetime import datetime
-
-        runs = run_ids(datetime(2026, 5, 1, 2, 0, 0), 5)
+        # recent runs: with the shredders' 180-day ttl, older events would be expired and (rightly) not written
+        start = datetime.now(timezone.utc).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+        runs = run_ids(start - timedelta(hours=6), 5)
         truth = generate_archive(ARCHIVE, runs, 400, malformed_fraction=0.004, no_fingerprint_fraction=0.01,
                                  stream_enrich_runs=1, seed=7)
         print(f"sample archive {ARCHIVE}: {len(runs)} runs ({runs[0]} .. {runs[-1]}), {len(truth.objects)} objects "

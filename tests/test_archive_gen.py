@@ -242,10 +242,14 @@ def test_generate_archive_is_deterministic_by_seed(tmp_path):
 
 
 def test_fewer_objects_rotate_kinds_and_bad_arguments(tmp_path):
-    truth = generate_archive(str(tmp_path), RUNS, 20, objects_per_run=2, extras=False, seed=2)
+    truth = generate_archive(str(tmp_path), RUNS, 20, objects_per_run=2, extras=False, malformed_fraction=0.05,
+                             seed=2)
     per_run = [[o.kind for o in truth.objects if o.key in r.objects] for r in truth.runs]
     assert all(len(kinds) == 2 for kinds in per_run) and len({tuple(k) for k in per_run}) > 1
     assert all(o.is_data for o in truth.objects)
+    # One bad line per run, yet every reason appears across the runs.
+    assert [sum(r.malformed.values()) for r in truth.runs] == [1, 1, 1, 1]
+    assert all(sum(r.malformed[reason] for r in truth.runs) for reason in truth.runs[0].malformed)
     with pytest.raises(ValueError, match="unknown file kinds"):
         generate_archive(str(tmp_path / "x"), RUNS, 10, kinds=("zip",))
     with pytest.raises(ValueError, match="cannot hold"):
