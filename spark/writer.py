@@ -28,8 +28,8 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
 from spark.ratelimit import TokenBucket
+from spark.spec import WRITE_MODES
 
-WRITE_MODES = ("conditional", "fast")
 CONDITION = "attribute_not_exists(eventId) OR etlTime > :etl"
 THROTTLE_CODES = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
 TRANSIENT_CODES = frozenset({"InternalServerError", "InternalFailure", "ServiceUnavailable",
