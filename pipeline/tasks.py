@@ -20,9 +20,16 @@ from spark.spec import BatchSpec
 
 from . import local, summary
 from .errors import PipelineError
+from .estimate import Prices
 from .plan import Context, Params, Plan, load_context, make_plan
 
 log = logging.getLogger("manifest.tasks")
+
+
+def config_section(name: str) -> dict:
+    """A luigi.cfg section as plain strings ({} when absent)."""
+    config = luigi.configuration.get_config()
+    return dict(config.items(name)) if config.has_section(name) else {}
 
 
 class _Backfill(luigi.Task):
@@ -171,9 +178,11 @@ class PopulateManifest(_Backfill):
         return False  # always runs, after its batches, to write the summary
 
     _plan: Optional[Plan] = None
+    _started: float = 0.0
 
     def plan(self) -> Plan:
         if self._plan is None:
+            self._started = time.time()  # the backfill's start, for the summary's elapsed time and WCU/s
             self._plan = make_plan(self.plan_params())
         return self._plan
 
@@ -186,12 +195,12 @@ class PopulateManifest(_Backfill):
         return [RunBatch(batch_id=bid, runs=list(batch), budget=budget, **kwargs) for bid, batch in plan.batches]
 
     def run(self):
-        started = time.time()
         plan = self.plan()
         if self.dry_run:
-            text, data = summary.dry_run(plan)
+            emr = config_section("emr") if self.runner == "emr" else None
+            text, data = summary.dry_run(plan, prices=Prices.from_mapping(config_section("pricing")), emr=emr)
         else:
-            text, data = summary.after_run(plan, started)
+            text, data = summary.after_run(plan, self._started)
             store = plan.context.store
             store.write_json(store.summary(data["finished_at"].replace(":", "-")), data)
             if self.runner == "emr":

@@ -1,0 +1,232 @@
+"""The operator's reports: dry run (text and JSON), after-run summary, progress line. No AWS except one moto test."""
+from __future__ import annotations
+
+import json
+import time
+
+import boto3
+import pytest
+from moto import mock_aws
+
+from pipeline import runs, summary
+from pipeline.configs import StorageConfig
+from pipeline.estimate import Prices
+from pipeline.markers import MarkerStore
+from pipeline.plan import Context, Params, Plan
+from pipeline.table import TableInfo
+from spark import storage
+from spark.report import new_report
+from spark.storage import ObjectInfo, parse_location
+
+RUNS = ["2021-03-01-00-00-00", "2021-03-02-00-00-00", "2021-03-03-00-00-00"]
+DONE = "2021-02-28-00-00-00"
+CONFIG = StorageConfig(name="manifest", table="manifest-table", region="eu-west-1", id=None,
+                       schema="iglu:com.snowplowanalytics.snowplow.storage/amazon_dynamodb_config/jsonschema/2-0-0")
+
+
+def make_plan(archive: str, markers: str, todo=RUNS, done=(DONE,), skipped=(), batch_size=2, since=None,
+              billing="PROVISIONED", ttl=True) -> Plan:
+    params = Params(enriched_archive=archive, storage_config="unused.json", resolver="unused.json", markers=markers,
+                    batch_size=batch_size)
+    archive_loc = parse_location(archive)
+    store = MarkerStore(parse_location(markers), CONFIG.table)
+    ctx = Context(params, CONFIG, archive_loc, store, since)
+    info = TableInfo(CONFIG.table, CONFIG.region, billing, 1000 if billing == "PROVISIONED" else 0, ttl)
+    return Plan(ctx, info, 500.0, list(done), list(todo), list(skipped),
+                runs.make_batches(list(todo), batch_size) if todo else [])
+
+
+@pytest.fixture
+def archive(tmp_path):
+    """Each run: a 2,600-byte plain object (2 events), a 1,300-byte gzip-named one (6), and non-data objects."""
+    root = tmp_path / "archive"
+    for run in RUNS:
+        folder = root / f"run={run}"
+        folder.mkdir(parents=True)
+        (folder / "part-00000").write_bytes(b"x" * 2600)
+        (folder / "part-00001.gz").write_bytes(b"x" * 1300)
+        (folder / "_SUCCESS").write_bytes(b"")
+        (folder / "part-00002").write_bytes(b"")
+    (root / "logs").mkdir()
+    return str(root)
+
+
+def test_dry_run_json_holds_the_plan_and_estimates(archive, tmp_path):
+    skipped = [{"run": "logs", "reason": "not a run folder (expected run=YYYY-MM-DD-HH-MM-SS)"},
+               {"run": "2021-01-01-00-00-00", "reason": "before --since 2021-02-01-00-00-00"}]
+    plan = make_plan(archive, str(tmp_path / "markers"), skipped=skipped)
+    text, data = summary.dry_run(plan)
+    assert json.loads(json.dumps(data)) == data
+    assert data["runs_to_do"] == RUNS and data["runs_done"] == [DONE] and data["runs_skipped"] == skipped
+    assert data["batches"] == [{"id": bid, "runs": b} for bid, b in runs.make_batches(RUNS, 2)]
+    assert (data["objects"], data["bytes"]) == (6, 3 * 3900)
+    assert data["events"] == 3 * 8 and data["events_source"] == "estimated from bytes"
+    assert data["per_run"][RUNS[0]] == {"objects": 2, "bytes": 3900, "events": 8,
+                                        "events_source": "estimated from bytes"}
+    est = data["estimates"]
+    assert est["methods"]["conditional"]["wcu"] == 24 and est["methods"]["fast"]["rcu"] == 24
+    assert est["methods"]["conditional"]["seconds"] == pytest.approx(24 / 500)
+    assert est["methods"]["import"]["import_usd"] == pytest.approx(24 * 190 / 2**30 * 0.15)
+    assert (data["billing_mode"], data["budget_wcu_per_second"]) == ("PROVISIONED", 500.0)
+    assert not (tmp_path / "markers").exists()  # nothing written
+
+
+def test_dry_run_text_is_a_readable_table(archive, tmp_path):
+    plan = make_plan(archive, str(tmp_path / "markers"), skipped=[{"run": "logs", "reason": "not a run folder"}])
+    text, _ = summary.dry_run(plan, emr={"core_instance_count": "2"})
+    lines = text.splitlines()
+    assert "manifest-table" in lines[0] and "(provisioned, 1,000 WCU)" in lines[0] and "Nothing was written" in lines[0]
+    assert "3 to do in 2 batches, 1 already done, 1 skipped; 6 objects, 11.7 KB, 24 events" in lines[1]
+    row = next(ln for ln in lines if ln.startswith(RUNS[1]))
+    assert row.split() == [RUNS[1], "2", "3.9", "KB", "8", "~"]
+    assert any(ln.split()[:4] == ["total", "6", "11.7", "KB"] for ln in lines)
+    assert "  logs: not a run folder" in lines
+    header = next(ln for ln in lines if "write: conditional *" in ln)
+    assert header.index("write: conditional") < header.index("write: fast") < header.index("import")
+    emr = next(ln for ln in lines if ln.startswith("EMR "))
+    assert emr.count("$0.18 (0.25 h)") == 3  # 3 m5.xlarge x 0.25 h x $0.24 for each method
+    assert "new cluster of 1 master m5.xlarge + 2 core m5.xlarge" in text
+
+
+def test_dry_run_uses_counted_events_and_says_when_partly_estimated(archive, tmp_path):
+    plan = make_plan(archive, str(tmp_path / "markers"))
+    _, data = summary.dry_run(plan, counted_events={r: 1000 for r in RUNS})
+    assert data["events"] == 3000 and data["events_source"] == "counted"
+    assert not any("rough" in n for n in data["estimates"]["notes"])
+    text, data = summary.dry_run(plan, counted_events={RUNS[0]: 1000})
+    assert data["events"] == 1000 + 2 * 8 and data["events_source"] == "partly estimated from bytes"
+    assert data["per_run"][RUNS[0]]["events_source"] == "counted"
+    assert "~ estimated from bytes (rough)" in text
+
+
+def test_dry_run_prices_and_unknown_instance_types(archive, tmp_path):
+    plan = make_plan(archive, str(tmp_path / "markers"), billing="PAY_PER_REQUEST")
+    prices = Prices(on_demand_write_per_million=1e6)  # $1 per write: the figures become readable
+    text, data = summary.dry_run(plan, prices=prices, emr={"core_instance_type": "x9.huge"})
+    cond = data["estimates"]["methods"]["conditional"]
+    assert cond["dynamodb_usd"] == pytest.approx(24.0) and cond["total_usd"] is None
+    assert "$24.00" in text and "unknown price" in text and "unknown price for x9.huge" in text
+
+
+def test_glacier_runs_are_skipped_from_an_injected_listing(archive, tmp_path):
+    def listing(loc):
+        found = storage.list_objects(loc)
+        if loc.key.endswith(RUNS[1]):
+            return [ObjectInfo(o.name, o.size, "GLACIER" if o.name.endswith(".gz") else "STANDARD") for o in found]
+        if loc.key.endswith(RUNS[2]):
+            return [ObjectInfo(o.name, o.size, "GLACIER_IR") for o in found]  # readable like STANDARD
+        return found
+
+    plan = make_plan(archive, str(tmp_path / "markers"))
+    text, data = summary.dry_run(plan, list_objects=listing)
+    assert data["runs_to_do"] == [RUNS[0], RUNS[2]]
+    assert data["runs_skipped"] == [{"run": RUNS[1], "reason": "unreadable storage class: part-00001.gz "
+                                                               "(GLACIER or DEEP_ARCHIVE: restore them first)"}]
+    assert data["batches"] == [{"id": bid, "runs": b} for bid, b in runs.make_batches([RUNS[0], RUNS[2]], 2)]
+    assert (data["objects"], data["events"]) == (4, 16) and data["nothing_to_do"] is None
+    plan = make_plan(archive, str(tmp_path / "markers"), todo=[RUNS[1]], done=[])
+    text, data = summary.dry_run(plan, list_objects=listing)
+    assert data["runs_to_do"] == [] and data["batches"] == [] and data["estimates"]["events"] == 0
+    assert data["nothing_to_do"] == "1 run left to do, all in an unreadable storage class"
+    assert "Nothing to do: 1 run left to do, all in an unreadable storage class." in text
+    assert f"  {RUNS[1]}: unreadable storage class: part-00001.gz" in text
+
+
+def test_glacier_runs_are_skipped_in_s3_unless_restored(tmp_path, monkeypatch):
+    monkeypatch.delenv("AWS_ENDPOINT_URL", raising=False)
+    with mock_aws():
+        s3 = boto3.client("s3", region_name="us-east-1")
+        s3.create_bucket(Bucket="archive")
+        for run, cls in zip(RUNS, ("STANDARD", "GLACIER", "DEEP_ARCHIVE")):
+            s3.put_object(Bucket="archive", Key=f"enriched/run={run}/part-0.gz", Body=b"x" * 1300, StorageClass=cls)
+            s3.put_object(Bucket="archive", Key=f"enriched/run={run}/part-1", Body=b"x" * 1300)
+        s3.restore_object(Bucket="archive", Key=f"enriched/run={RUNS[2]}/part-0.gz", RestoreRequest={"Days": 1})
+        _, data = summary.dry_run(make_plan("s3://archive/enriched", str(tmp_path / "markers")))
+    assert data["runs_to_do"] == [RUNS[0], RUNS[2]]
+    assert [s["run"] for s in data["runs_skipped"]] == [RUNS[1]]
+    assert data["runs_skipped"][0]["reason"].startswith("unreadable storage class: part-0.gz")
+    assert data["per_run"][RUNS[2]] == {"objects": 2, "bytes": 2600, "events": 7,
+                                        "events_source": "estimated from bytes"}
+
+
+def test_dry_run_text_shortens_long_lists_but_json_keeps_all(tmp_path):
+    many = [f"2021-04-{d:02d}-{h:02d}-00-00" for d in range(1, 4) for h in range(24)]
+    for run in many:
+        (tmp_path / "archive" / f"run={run}").mkdir(parents=True)
+    plan = make_plan(str(tmp_path / "archive"), str(tmp_path / "markers"), todo=many, batch_size=1)
+    text, data = summary.dry_run(plan)
+    assert len(data["runs_to_do"]) == 72 and len(data["batches"]) == 72
+    assert "... 32 more runs (all in --output-json)" in text and "... 32 more batches" in text
+    assert many[0] in text and many[-1] in text and many[30] not in text.split("Batches")[0]
+
+
+def report(run: str, batch_id: str, **counts) -> dict:
+    rep = new_report(run, batch_id)
+    rep["counts"].update(counts)
+    rep["counts"]["lines"] = sum(v for k, v in counts.items() if k not in ("wcu_consumed", "throttle_retries"))
+    return rep
+
+
+def test_after_run_counts_totals_and_what_is_left(archive, tmp_path):
+    plan = make_plan(archive, str(tmp_path / "markers"), ttl=False)
+    store = plan.context.store
+    (bid_a, batch_a), (bid_b, _) = plan.batches
+    store.mark(RUNS[0], report(RUNS[0], bid_a, written=90, already_present=5, in_run_duplicates=3,
+                               batch_duplicates=2, expired=1, no_fingerprint=4, wcu_consumed=95))
+    store.mark(RUNS[1], report(RUNS[1], bid_a, already_present=7, wcu_consumed=7))
+    failed = report(RUNS[2], bid_b, written=10, write_failures=3)
+    store.write_json(store.report(bid_b, RUNS[2]), failed)
+    text, data = summary.after_run(plan, time.time() - 10)
+    assert json.loads(json.dumps(data)) == data
+    assert data["runs_done_now"] == RUNS[:2] and data["runs_left"] == [RUNS[2]]
+    assert data["runs_failed"] == [{"run": RUNS[2], "reason": "3 write failures, 0 events not written"}]
+    assert data["per_run"][RUNS[0]]["written"] == 90 and data["per_run"][RUNS[0]]["lines"] == 105
+    totals = data["totals"]
+    assert (totals["written"], totals["already_present"], totals["duplicates"]) == (90, 12, 5)
+    assert data["wcu_used"] == 102 and 9 <= data["elapsed_seconds"] <= 60
+    assert data["runs_without_writes"] == [{"run": RUNS[1], "reason": "every line accounted for without a write: "
+                                                                      "7 already present"}]
+    assert any("TTL is not enabled" in w for w in data["warnings"])
+    assert any(w.startswith("1 run not marked") for w in data["warnings"])
+    assert data["nothing_to_do"] is None
+    assert text.splitlines()[0].startswith("Populated manifest-table: 2 runs done now, 1 already done, 1 left; "
+                                           "90 items written, 102 WCU used")
+    assert f"  {RUNS[2]}: 3 write failures, 0 events not written" in text
+    total = next(ln for ln in text.splitlines() if ln.startswith("total"))
+    assert total.split() == ["total", "90", "12", "2", "3", "4", "0", "1"]
+
+
+def test_after_run_says_why_a_run_was_not_reported(archive, tmp_path):
+    plan = make_plan(archive, str(tmp_path / "markers"))
+    _, data = summary.after_run(plan, time.time())
+    assert [f["reason"] for f in data["runs_failed"]] == [summary.NOT_REPORTED] * 3
+
+
+@pytest.mark.parametrize("done, since, why", [
+    ([DONE], "2021-02-01-00-00-00", "every run at or after --since is already done"),
+    ([DONE], None, "every run is already done"),
+    ([], "2021-02-01-00-00-00", "no run at or after --since"),
+    ([], None, "the archive holds no run"),
+])
+def test_after_run_that_did_nothing_says_why(tmp_path, done, since, why):
+    plan = make_plan(str(tmp_path / "archive"), str(tmp_path / "markers"), todo=[], done=done, since=since)
+    text, data = summary.after_run(plan, time.time())
+    assert data["nothing_to_do"] == why and data["runs_done_now"] == [] and data["totals"]["written"] == 0
+    assert text.startswith(f"Nothing to do for manifest-table: {why} ({summary.plural(len(done), 'run')} already done")
+
+
+def test_progress_line():
+    assert summary.progress_line(3, 12, 1234567, 987.6) == \
+        "3 of 12 runs done (25%), 1,234,567 items written, 988 items/s now"
+    assert summary.progress_line(0, 0, 0, None) == "0 of 0 runs done (100%), 0 items written"
+
+
+@pytest.mark.parametrize("seconds, shown", [(None, "not estimated"), (0.4, "0 s"), (59, "59 s"), (61, "1 min 01 s"),
+                                            (3600 * 5 + 60 * 7, "5 h 07 min"), (86400 * 3 + 3600, "3 d 01 h")])
+def test_duration(seconds, shown):
+    assert summary.duration(seconds) == shown
+
+
+def test_money_and_bytes():
+    assert [summary.usd(x) for x in (None, 0, 0.001, 1234.5)] == ["unknown price", "$0.00", "<$0.01", "$1,234.50"]
+    assert [summary.human_bytes(x) for x in (999, 1500, 2.5e9)] == ["999 bytes", "1.5 KB", "2.5 GB"]
