@@ -147,6 +147,7 @@ class EmrSettings:
         if self.cluster_id is not None and not _CLUSTER_ID.match(self.cluster_id):
             raise _bad("cluster_id", f"{self.cluster_id!r} is not a cluster id like j-2AXXXXXXGAPLF")
         self.log_uri = _s3_uri("log_uri", self.log_uri)
+        self.log_uri = self.log_uri + "/" if self.log_uri else None  # EMR writes <log_uri>/<cluster id>/...
         self.job_code_uri = _s3_uri("job_code_uri", self.job_code_uri)
         self.tags = {str(k): str(v) for k, v in self.tags.items()}
         self.bootstrap_actions = [_bootstrap_action(b) for b in self.bootstrap_actions]

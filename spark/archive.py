@@ -6,6 +6,7 @@ Compression is told by the gzip magic bytes, never by a name: archives hold gzip
 """
 from __future__ import annotations
 
+import io
 import itertools
 import zlib
 from typing import Iterable, Iterator, List, Optional
@@ -119,13 +120,26 @@ def gunzip(chunks: Iterable[bytes], name: str) -> Iterator[bytes]:
 
 
 def split_lines(blocks: Iterable[bytes]) -> Iterator[List[bytes]]:
-    """Lists of lines without their '\\n'; a last line without one counts, an empty end does not."""
+    r"""Lists of lines as a binary file iterates them: each ends in its '\n' (or '\r\n'), the last maybe in none.
+
+    BytesIO finds line ends with memchr, about three times faster than bytes.split(b"\n"), and the job has no
+    use for stripped lines (see spark.events), so lines keep their endings.
+    """
     carry = b""
     for block in blocks:
-        lines = block.split(b"\n")
+        first = None
+        bio = io.BytesIO(block)  # shares the block's memory: no copy
         if carry:
-            lines[0] = carry + lines[0]
-        carry = lines.pop()
+            end = block.find(b"\n")
+            if end < 0:
+                carry += block
+                continue
+            first = carry + block[:end + 1]
+            bio.seek(end + 1)
+        lines = bio.readlines()
+        if first is not None:
+            lines.insert(0, first)
+        carry = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
         if lines:
             yield lines
     if carry:
@@ -147,7 +161,7 @@ def decode_stream(chunks: Iterable[bytes], name: str) -> Iterator[List[bytes]]:
 
 
 def read_lines(loc: Location, client=None, name: Optional[str] = None) -> Iterator[List[bytes]]:
-    """Line batches of one object; any failure is an ArchiveReadError naming it (`name`, default its URI)."""
+    """Line batches of one object (lines keep their endings); any failure is an ArchiveReadError naming it."""
     name = name or loc.uri
     try:
         yield from decode_stream(iter_chunks(loc, client), name)

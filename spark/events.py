@@ -3,8 +3,9 @@
 Pure functions only: no I/O and no Spark, so every rule here is tested on plain bytes.
 
 Lines are handled as bytes and only the three fields the manifest needs are decoded, so bytes that are not UTF-8
-elsewhere in a line cannot break it. A line may still end in '\\r' (CRLF files): that byte belongs to the last
-field, which no check reads, so it needs no stripping.
+elsewhere in a line cannot break it. A line's ending ('\\n' or '\\r\\n') would belong to its last field, which no
+check reads: a line is classified the same with or without it, so the reader leaves endings on (stripping them
+costs a copy per line).
 """
 from __future__ import annotations
 
@@ -51,7 +52,9 @@ def parse_etl_tstamp(raw: bytes) -> Optional[int]:
     if m is None:
         return None
     year, month, day, hour, minute, second = (int(g) for g in m.groups()[:6])
-    if not (1 <= month <= 12 and 1 <= day <= _DAYS_IN_MONTH[month] and hour < 24 and minute < 60 and second < 60):
+    if year < 1 or not 1 <= month <= 12 or not 1 <= day <= _DAYS_IN_MONTH[month]:
+        return None
+    if hour > 23 or minute > 59 or second > 59:
         return None
     if month == 2 and day == 29 and not calendar.isleap(year):
         return None
@@ -62,7 +65,7 @@ def parse_etl_tstamp(raw: bytes) -> Optional[int]:
 
 def scan_lines(batches: Iterable[List[bytes]], source: str, tally: LineTally,
                cache: Optional[Dict[bytes, Optional[int]]] = None) -> Iterator[Event]:
-    """The valid events of an object's lines (without line endings), counting every line into `tally` once.
+    """The valid events of an object's lines (with or without endings), counting every line into `tally` once.
 
     A line is malformed for the first failing check of: field count, event id (a UUID), etl_tstamp; otherwise it
     has no fingerprint or is valid. Examples name `source` and the 1-based line number, never the content.

@@ -116,7 +116,7 @@ def test_settings_from_luigi_cfg_strings():
     assert s.bootstrap_actions == [{"Name": "tune.sh", "ScriptBootstrapAction": {
         "Path": "s3://acme-ops/bootstrap/tune.sh", "Args": []}}]
     assert s.spark_submit_args == ["--conf", "spark.executor.memory=6g"]
-    assert s.cluster_id is None and s.log_uri == "s3://acme-logs/emr"
+    assert s.cluster_id is None and s.log_uri == "s3://acme-logs/emr/"
     assert (s.core_market, s.core_bid_price) == ("SPOT", "0.12")
     assert s.python_packages == ["ujson==5.10.0"]
 

@@ -1,0 +1,487 @@
+"""The Spark job: one batch of archive runs into the DynamoDB event manifest, and one report per run.
+
+Three passes over data read once: (1) every data object is one task that streams, parses and counts it, its
+events kept (memory and disk) for later; (2) the driver, knowing every object's counts, fails the runs that
+cannot be trusted (unreadable or archived objects, too many malformed lines) before anything is written;
+(3) the other runs' events are collapsed by key (in-run duplicates, expiry, earliest run of the batch) into
+hash partitions that each write their share of the capacity budget. Every count reaches the driver as the
+result of an action, never through accumulators, so a retried task cannot count twice.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import re
+import sys
+import time
+import zlib
+from dataclasses import dataclass, field
+from typing import Dict, Iterator, List, Optional, Tuple
+
+from spark import events as ev
+from spark.archive import ArchiveReadError, archived_objects, data_objects, read_lines
+from spark.report import MALFORMED_REASONS, OUTCOMES, counts_add_up, dumps, merge_examples, new_report
+from spark.spec import BatchSpec
+from spark.storage import Location, LocationError, list_objects, parse_location, read_bytes, s3_client, write_bytes
+
+LOG = logging.getLogger("manifest.job")
+_RUN_ID = re.compile(r"^\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d\Z")
+WRITE_THREADS = 8  # DynamoDB requests in flight per writing task (spec.extra["write_threads"] overrides)
+# Reading tasks: objects are packed up to a share of the input, as Spark packs small files; each object is
+# charged an opening cost so that a task never holds very many tiny ones (S3 Loader writes thousands).
+MIN_TASK_BYTES = 8 << 20
+MAX_TASK_BYTES = 128 << 20
+OPEN_COST_BYTES = 1 << 20
+# Endpoint overrides boto3 reads itself; tasks take the driver's, as executor processes may predate them.
+ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB")
+
+
+class JobError(Exception):
+    """A batch that cannot start (bad spec, unreadable credentials); the message is one line."""
+
+
+@dataclass
+class RunState:
+    """The driver's view of one run while the batch goes through its passes."""
+
+    run: str
+    folder: Location
+    report: dict
+    objects: List[Tuple[str, int]] = field(default_factory=list)  # (name, bytes) of its data objects
+    valid: int = 0
+    min_etl_ms: Optional[int] = None
+
+    @property
+    def ok(self) -> bool:
+        return self.report["status"] == "ok"
+
+    def fail(self, error: str) -> None:
+        self.report["status"] = "failed"
+        self.report["errors"].append(error)
+
+
+# --- entry points -------------------------------------------------------------------------------------------
+
+def main(argv: Optional[List[str]] = None) -> int:
+    """spark-submit populate.py --spec <location of the batch spec>: 0 when every run of the batch is ok."""
+    parser = argparse.ArgumentParser(prog="populate.py", description="Populate the Snowplow event manifest "
+                                                                     "from a batch of enriched-archive runs.")
+    parser.add_argument("--spec", required=True, help="local path or s3:// object holding the batch spec JSON")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    LOG.setLevel(logging.INFO)
+    try:
+        spec = load_spec(args.spec)
+    except JobError as e:
+        LOG.error("%s", e)
+        return 2
+    from pyspark.sql import SparkSession
+
+    spark = SparkSession.builder.appName(f"snowplow-manifest-populator {spec.batch_id}").getOrCreate()
+    spark.sparkContext.setLogLevel("WARN")
+    try:
+        return run_batch(spark, spec)
+    except JobError as e:
+        LOG.error("%s", e)
+        return 2
+    finally:
+        spark.stop()
+
+
+def load_spec(uri: str) -> BatchSpec:
+    try:
+        text = read_bytes(parse_location(uri)).decode("utf-8")
+    except Exception as e:  # noqa: BLE001 - any failure is one line for the user
+        raise JobError(f"cannot read the batch spec at {uri}: {_one_line(e)}") from None
+    try:
+        return BatchSpec.from_json(text)
+    except (ValueError, TypeError) as e:
+        raise JobError(f"invalid batch spec at {uri}: {_one_line(e)}") from None
+
+
+def load_credentials(uri: Optional[str]) -> Optional[dict]:
+    """The staged {"accessKeyId", "secretAccessKey"} for DynamoDB, or None for the default chain.
+
+    Errors never quote the file: it holds the secret.
+    """
+    if uri is None:
+        return None
+    try:
+        data = json.loads(read_bytes(parse_location(uri)).decode("utf-8"))
+    except Exception as e:  # noqa: BLE001
+        raise JobError(f"cannot read the credentials at {uri} ({type(e).__name__})") from None
+    if not isinstance(data, dict) or not data.get("accessKeyId") or not data.get("secretAccessKey"):
+        raise JobError(f"the credentials at {uri} must be a JSON object with accessKeyId and secretAccessKey")
+    return {k: data[k] for k in ("accessKeyId", "secretAccessKey", "sessionToken") if data.get(k)}
+
+
+def run_batch(spark, spec: BatchSpec) -> int:
+    """Process one batch and write its reports; 0 when every run is ok, 1 otherwise."""
+    archive, reports = _check_spec(spec)
+    credentials = None if spec.count_only else load_credentials(spec.credentials)
+    now = spec.now if spec.now is not None else time.time()
+    client = s3_client() if archive.is_s3 else None
+    states = [_list_run(archive, run, spec.batch_id, client) for run in spec.runs]
+    sc = spark.sparkContext
+    endpoints = _endpoints()
+    objects = [(size, i, s.folder.child(name).uri, name) for i, s in enumerate(states) if s.ok
+               for name, size in s.objects]
+    groups = [[(i, uri, name, endpoints) for _, i, uri, name in group]
+              for group in pack_objects(objects, sc.defaultParallelism)]
+    parsed = None
+    read_s = write_s = 0.0
+    try:
+        if groups:
+            from pyspark import StorageLevel
+
+            started = time.monotonic()
+            parsed = sc.parallelize(groups, len(groups)).mapPartitions(_read_objects)
+            if not spec.count_only:  # read once, kept for the write pass
+                parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
+            try:
+                stats = parsed.filter(_is_stats).collect()
+            except Exception as e:  # noqa: BLE001 - Spark itself failed: every run read is unknown
+                stats = []
+                for s in states:
+                    if s.ok and s.objects:
+                        s.fail(f"reading failed: {_spark_error(e)}")
+            read_s = time.monotonic() - started
+            _apply_stats(states, stats, spec)
+        if spec.count_only:
+            for s in states:
+                _count_only(s)
+        elif parsed is not None and any(s.ok and s.valid for s in states):
+            started = time.monotonic()
+            _write_pass(sc, parsed, states, spec, credentials, now)
+            write_s = time.monotonic() - started
+    finally:
+        if parsed is not None and parsed.is_cached:
+            parsed.unpersist()
+    for s in states:
+        _finish_report(s, read_s, write_s)
+        _save_report(reports, s)
+    return 0 if all(s.ok for s in states) else 1
+
+
+def _check_spec(spec: BatchSpec) -> Tuple[Location, Location]:
+    try:
+        archive, reports = parse_location(spec.archive), parse_location(spec.reports)
+    except LocationError as e:
+        raise JobError(str(e)) from None
+    if not spec.runs:
+        raise JobError("the batch spec names no runs")
+    bad = [r for r in spec.runs if not isinstance(r, str) or not _RUN_ID.match(r)]
+    if bad:
+        raise JobError(f"run ids must look like YYYY-MM-DD-HH-MM-SS, not {bad[0]!r}")
+    if len(set(spec.runs)) != len(spec.runs):
+        raise JobError("the batch spec names a run twice")
+    if not spec.count_only:
+        if not spec.table or not spec.region:
+            raise JobError("the batch spec must name the table and its region")
+        if not spec.max_write_capacity > 0:
+            raise JobError(f"max_write_capacity must be positive, not {spec.max_write_capacity!r}")
+    if not 0 <= spec.max_malformed_fraction <= 1:
+        raise JobError(f"max_malformed_fraction must be between 0 and 1, not {spec.max_malformed_fraction!r}")
+    return archive, reports
+
+
+# --- listing and reading ------------------------------------------------------------------------------------
+
+def _list_run(archive: Location, run: str, batch_id: str, client=None) -> RunState:
+    """The run's data objects; archived (GLACIER, DEEP_ARCHIVE) ones fail the run before any reading."""
+    folder = archive.child(f"run={run}")
+    state = RunState(run, folder, new_report(run, batch_id))
+    try:
+        listed = list_objects(folder, client)
+        data = data_objects(listed)
+        archived = archived_objects(folder, data, client) if folder.is_s3 else []
+    except Exception as e:  # noqa: BLE001
+        state.fail(f"cannot list {folder.uri}: {_one_line(e)}")
+        return state
+    state.objects = [(o.name, o.size) for o in data]
+    unreadable = set(archived)
+    state.report["objects"] = [
+        {"key": folder.child(o.name).uri, "bytes": o.size, "lines": 0,
+         "error": "archived in GLACIER or DEEP_ARCHIVE: restore it first" if o.name in unreadable else None}
+        for o in data]
+    if archived:
+        shown = ", ".join(folder.child(a).uri for a in archived[:5])
+        more = f" and {len(archived) - 5} more" if len(archived) > 5 else ""
+        state.fail(f"{len(archived)} objects are archived in GLACIER or DEEP_ARCHIVE and cannot be read "
+                   f"(restore them first): {shown}{more}")
+    if not data:
+        what = "holds no data objects" if listed else "is empty or missing"
+        state.report["warnings"] = [f"{folder.uri} {what}"]
+    LOG.info("run %s: %d objects, %d bytes%s", run, len(data), sum(o.size for o in data),
+             f", {len(archived)} archived" if archived else "")
+    return state
+
+
+def pack_objects(objects: List[tuple], parallelism: int) -> List[List[tuple]]:
+    """Group (size, ...) objects into reading tasks: largest first, each task up to a share of the input.
+
+    A share is the input over Spark's parallelism, kept between MIN_TASK_BYTES and MAX_TASK_BYTES; an object
+    larger than that is a task of its own (one object is never split: gzip cannot be).
+    """
+    total = sum(o[0] + OPEN_COST_BYTES for o in objects)
+    target = max(MIN_TASK_BYTES, min(MAX_TASK_BYTES, total // max(1, parallelism)))
+    groups: List[List[tuple]] = []
+    loads: List[int] = []
+    for o in sorted(objects, key=lambda o: (-o[0],) + tuple(o[1:])):
+        cost = o[0] + OPEN_COST_BYTES
+        fits = [g for g, load in enumerate(loads) if load + cost <= target]
+        if fits:  # the emptiest group it fits in, so groups even out
+            g = min(fits, key=loads.__getitem__)
+            groups[g].append(o)
+            loads[g] += cost
+        else:
+            groups.append([o])
+            loads.append(cost)
+    return groups
+
+
+def _read_objects(groups: Iterator[List[Tuple[int, str, str, dict]]]) -> Iterator:
+    """Per object: its run index (an int), its events as (event_id, fingerprint, etl ms) tuples, a stats dict."""
+    for group in groups:
+        for run_index, uri, name, endpoints in group:
+            yield run_index
+            tally = ev.LineTally()
+            error = None
+            try:
+                loc = parse_location(uri)
+                client = _client("s3", endpoints) if loc.is_s3 else None
+                yield from ev.scan_lines(read_lines(loc, client, name=uri), name, tally)
+            except ArchiveReadError as e:
+                error = str(e)
+            except Exception as e:  # noqa: BLE001 - the run fails naming the object; other runs go on
+                error = f"{uri}: cannot read: {_one_line(e)}"
+            yield {"run_index": run_index, "key": uri, "lines": tally.lines, "malformed": tally.malformed,
+                   "examples": tally.examples, "no_fingerprint": tally.no_fingerprint, "valid": tally.valid,
+                   "min_etl_ms": tally.min_etl_ms, "error": error}
+
+
+_CLIENTS: Dict[tuple, object] = {}
+
+
+def _client(service: str, endpoints: Dict[str, str], region: Optional[str] = None,
+            credentials: Optional[dict] = None):
+    """A boto3 client kept for the life of the executor's Python worker: creating one costs ~0.5 s of CPU here."""
+    _use_endpoints(endpoints)
+    key = (service, tuple(sorted(endpoints.items())), region, tuple(sorted((credentials or {}).items())))
+    client = _CLIENTS.get(key)
+    if client is None:
+        if service == "s3":
+            client = s3_client()
+        else:
+            from spark.writer import dynamodb_client
+
+            client = dynamodb_client(region, credentials)
+        _CLIENTS[key] = client
+    return client
+
+
+def _is_stats(record) -> bool:
+    return isinstance(record, dict)
+
+
+# --- driver: deciding ---------------------------------------------------------------------------------------
+
+def _apply_stats(states: List[RunState], stats: List[dict], spec: BatchSpec) -> None:
+    """Fold the objects' counts into their runs, then fail the runs that must not be written."""
+    objects = {o["key"]: o for s in states for o in s.report["objects"]}
+    for st in sorted(stats, key=lambda x: (x["run_index"], x["key"])):
+        s = states[st["run_index"]]
+        counts = s.report["counts"]
+        counts["lines"] += st["lines"]
+        for reason in MALFORMED_REASONS:
+            counts["malformed"][reason] += st["malformed"][reason]
+        counts["malformed_examples"] = merge_examples(counts["malformed_examples"], st["examples"])
+        counts["no_fingerprint"] += st["no_fingerprint"]
+        s.valid += st["valid"]
+        if st["min_etl_ms"] is not None and (s.min_etl_ms is None or st["min_etl_ms"] < s.min_etl_ms):
+            s.min_etl_ms = st["min_etl_ms"]
+        objects[st["key"]].update(lines=st["lines"], error=st["error"])
+    for s in states:
+        if not s.ok:
+            continue
+        unread = [o["key"] for o in s.report["objects"] if o["error"]]
+        if unread:
+            first = next(o["error"] for o in s.report["objects"] if o["error"])
+            s.fail(f"{len(unread)} objects could not be read: {first}")
+            continue
+        counts = s.report["counts"]
+        malformed = sum(counts["malformed"].values())
+        if counts["lines"] and malformed / counts["lines"] > spec.max_malformed_fraction:
+            reasons = ", ".join(f"{n} {r}" for r, n in counts["malformed"].items() if n)
+            s.fail(f"{malformed} of {counts['lines']} lines are malformed ({reasons}), "
+                   f"above the limit of {spec.max_malformed_fraction:.2%}")
+    for s in states:
+        if s.min_etl_ms is not None:
+            s.report["etl_time"] = ev.etl_seconds(s.min_etl_ms)
+
+
+def _count_only(s: RunState) -> None:
+    s.report["count_only"] = True
+    s.report["counts"]["not_written"] = s.valid
+
+
+# --- writing ------------------------------------------------------------------------------------------------
+
+def _write_pass(sc, parsed, states: List[RunState], spec: BatchSpec, credentials: Optional[dict],
+                now: float) -> None:
+    """Collapse the ok runs' events by key into P hash partitions and write each with 1/P of the budget."""
+    writing = {i: s for i, s in enumerate(states) if s.ok and s.valid}
+    run_etl = {i: (s.run, ev.etl_seconds(s.min_etl_ms)) for i, s in writing.items()}
+    per_event = spec.etl_time == "event"
+    partitions = spec.write_parallelism or sc.defaultParallelism
+    config = {
+        "ttl_days": spec.ttl_days, "now": now, "write_expired": spec.write_expired, "table": spec.table,
+        "region": spec.region, "credentials": credentials, "mode": spec.write_mode,
+        "rate": spec.max_write_capacity / partitions, "max_retry_seconds": spec.max_retry_seconds,
+        "threads": int(spec.extra.get("write_threads", WRITE_THREADS)), "endpoints": _endpoints(),
+    }
+
+    def keyed(records: Iterator) -> Iterator:
+        run = etl = None
+        for r in records:
+            kind = r.__class__
+            if kind is tuple:
+                if run is not None:
+                    yield (r[0], r[1]), ((r[2] // 1000 if per_event else etl, run, 1),)
+            elif kind is int:  # the next object's run: None when that run is not written
+                run, etl = run_etl.get(r, (None, None))
+
+    try:
+        results = (parsed.mapPartitions(keyed)
+                   .reduceByKey(ev.merge_copies, partitions, _key_partition)
+                   .mapPartitions(lambda items: _write_partition(items, config))
+                   .collect())
+    except Exception as e:  # noqa: BLE001 - Spark itself failed: nothing is known of the writes
+        for s in writing.values():
+            s.fail(f"writing failed: {_spark_error(e)}")
+        results = []
+    by_run = {s.run: s for s in writing.values()}
+    errors = []
+    for result in results:
+        if result["error"]:
+            errors.append(result["error"])
+        for run, outcomes in result["outcomes"].items():
+            counts = by_run[run].report["counts"]
+            for name, n in outcomes.items():
+                counts[name] = counts.get(name, 0) + n
+    for s in writing.values():
+        if not s.ok:
+            continue
+        counts = s.report["counts"]
+        if errors:
+            s.fail(f"writing failed: {errors[0]}")
+        elif counts["write_failures"]:
+            s.fail(f"{counts['write_failures']} items were not written within {spec.max_retry_seconds:g} s "
+                   "of throttling or errors")
+
+
+def _endpoints() -> Dict[str, str]:
+    return {name: os.environ[name] for name in ENDPOINT_VARIABLES if os.environ.get(name)}
+
+
+def _use_endpoints(endpoints: Dict[str, str]) -> None:
+    """Make this executor process's endpoint variables the driver's."""
+    for name in ENDPOINT_VARIABLES:
+        if name in endpoints:
+            os.environ[name] = endpoints[name]
+        else:
+            os.environ.pop(name, None)
+
+
+def _key_partition(key: Tuple[str, str]) -> int:
+    """A hash of the event id that is the same in every Python process (str hashes are salted)."""
+    return zlib.crc32(key[0].encode("utf-8"))
+
+
+def _write_partition(keys: Iterator, config: dict) -> Iterator[dict]:
+    """Settle and write one partition of keys; one dict of per-run outcome counts (and an error, if any)."""
+    from spark.ratelimit import TokenBucket
+    from spark.writer import ManifestItem, write_items
+
+    outcomes: Dict[str, Dict[str, int]] = {}
+    winners: Dict[str, int] = {}
+    ttl_days, now, write_expired = config["ttl_days"], config["now"], config["write_expired"]
+
+    def items() -> Iterator[ManifestItem]:
+        for (event_id, fingerprint), copies in keys:
+            winner, settled = ev.settle(copies, ttl_days, now, write_expired)
+            for run, outcome, n in settled:
+                row = outcomes.setdefault(run, {})
+                row[outcome] = row.get(outcome, 0) + n
+            if winner is not None:
+                etl, run = winner
+                winners[run] = winners.get(run, 0) + 1
+                yield ManifestItem(event_id, fingerprint, etl, ev.ttl_for(etl, ttl_days), run)
+
+    pending = items()
+    error = None
+    try:
+        client = _client("dynamodb", config["endpoints"], config["region"], config["credentials"])
+        written = write_items(pending, client=client, table=config["table"], mode=config["mode"],
+                              limiter=TokenBucket(config["rate"]), max_retry_seconds=config["max_retry_seconds"],
+                              concurrency=config["threads"])
+    except Exception as e:  # noqa: BLE001 - the partition's runs fail with this line; nothing is counted twice
+        error = _one_line(e)
+        for _ in pending:  # settle the keys not reached yet, so every copy is still counted once
+            pass
+        written = {run: {"write_failures": n} for run, n in winners.items()}
+    for run, row in written.items():
+        target = outcomes.setdefault(run, {})
+        for name in ("written", "already_present", "write_failures", "throttle_retries", "wcu_consumed"):
+            if row.get(name):
+                target[name] = target.get(name, 0) + row[name]
+    yield {"outcomes": outcomes, "error": error}
+
+
+# --- reports ------------------------------------------------------------------------------------------------
+
+def _finish_report(s: RunState, read_s: float, write_s: float) -> None:
+    report, counts = s.report, s.report["counts"]
+    counts.setdefault("wcu_consumed", 0)
+    report["valid_events"] = s.valid
+    report["timings"] = {"read_s": round(read_s, 3), "write_s": round(write_s, 3)}
+    settled = sum(counts[k] for k in OUTCOMES) - counts["no_fingerprint"]
+    if not s.ok and not report["count_only"] and settled != s.valid:
+        # A failed run owes all its valid events: whatever part of them was settled is reported as not written.
+        for k in OUTCOMES:
+            if k != "no_fingerprint":
+                counts[k] = 0
+        counts["not_written"] = s.valid
+    if not counts_add_up(counts):  # a bug, not an input problem: say so rather than mark the run
+        s.fail("internal error: the run's counts do not add up")
+    summary = ", ".join(f"{k}={counts[k]}" for k in OUTCOMES if counts[k])
+    malformed = sum(counts["malformed"].values())
+    LOG.info("run %s: %s; lines=%d, malformed=%d%s%s", s.run, report["status"], counts["lines"], malformed,
+             f", {summary}" if summary else "", f"; {report['errors'][0]}" if report["errors"] else "")
+
+
+def _save_report(reports: Location, s: RunState) -> None:
+    write_bytes(reports.child(f"run={s.run}.json"), dumps(s.report).encode("utf-8"))
+
+
+# --- errors -------------------------------------------------------------------------------------------------
+
+_PY_ERROR = re.compile(r"^([A-Za-z_][\w.]*(?:Error|Exception)): (.+)$")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(f"{type(e).__name__}: {e}".split())[:500]
+
+
+def _spark_error(e: BaseException) -> str:
+    """The Python error inside a Spark failure (the last 'XxxError: message' line), else its first line."""
+    text = str(e)
+    found = [m.group(0) for m in map(_PY_ERROR.match, text.splitlines()) if m]
+    line = found[-1] if found else (text.strip().splitlines() or [type(e).__name__])[0]
+    return " ".join(line.split())[:500]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

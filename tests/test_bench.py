@@ -1,0 +1,49 @@
+"""The write benchmark at toy sizes: its events, its bookkeeping, and one real run of every strategy through the
+stand-in (correctness of the figures, not their speed: speed targets live in bench/RESULTS.md)."""
+from __future__ import annotations
+
+from bench.write import Config, Setup, collapse, make_events, markdown, missing_and_wrong, run, verdicts
+
+
+def test_events_are_seeded_with_the_requested_share_of_later_or_equal_copies():
+    events = make_events(1000, 0.05, 4, seed=7)
+    assert events == make_events(1000, 0.05, 4, seed=7)
+    assert events != make_events(1000, 0.05, 4, seed=8)
+    unique = collapse(events)
+    assert len(events) == 1050 and len(unique) == 1000
+    first = {}
+    for event_id, fingerprint, etl, _run in events:
+        first.setdefault((event_id, fingerprint), etl)
+        assert etl >= first[(event_id, fingerprint)]  # copies come in the same or a later run
+    assert all(len(e[0]) == 36 and e[0][14] == "4" and len(e[1]) == 32 for e in unique)
+
+
+def test_collapse_keeps_the_earliest_copy_and_lost_items_count_absent_and_later_ones():
+    early, late, other = ("a", "f", 10, "r1"), ("a", "f", 20, "r2"), ("b", "f", 10, "r1")
+    assert collapse([late, other, early]) == [early, other]
+    assert missing_and_wrong([early, other], {("a", "f"): 20}) == (1, 1)
+    assert missing_and_wrong([early, other], {("a", "f"): 10, ("b", "f"): 10}) == (0, 0)
+
+
+def test_every_strategy_reports_its_figures_from_one_real_run(moto_reset):
+    config = Config(conditional=Setup(400, 30), fast=Setup(4000, 200), original=Setup(20, 30), duplicates=0.1,
+                    latency_ms=1.0, threads=4, tasks=2, cpu_rounds=1, cpu_calls=10, seed=3)
+    report = run(config, moto_url=moto_reset)
+    by = {r.strategy: r for r in report.results}
+    assert set(by) == {"conditional", "fast", "original"}
+    for mode, n in (("conditional", 30), ("fast", 200)):
+        r = by[mode]
+        assert (r.events, r.unique, r.lost, r.failed) == (n, n, 0, 0)
+        assert r.consumed_wcu == n and r.wcu_per_item == 1.0  # ~110-byte items: one unit each
+        assert r.cpu_ms_per_item > 0 and r.wall > 0
+    assert by["conditional"].rerun_wcu == 30  # a failed condition costs its unit all the same
+    assert by["fast"].rerun_wcu == 0
+    original = by["original"]
+    assert (original.events, original.unique) == (33, 30)  # duplicates written as they come
+    assert original.consumed_wcu == 33 and original.wcu_per_item == 1.1
+    assert original.throttled_requests > 0  # two unlimited tasks against 20 WCU/s
+    assert original.rerun_wcu == 33
+    assert len(report.cpu_rounds) == 1 and all(ms > 0 for ms in report.cpu_rounds[0])
+    rows = [line.split(" | ")[0] for line in markdown(report).splitlines() if line.startswith("| ")]
+    assert rows == ["| strategy", "| conditional", "| fast", "| original", "| round", "| 1", "| **median**"]
+    assert ("fast: re-run consumes no WCU: 0", True) in verdicts(report)

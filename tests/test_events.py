@@ -1,0 +1,245 @@
+"""The line parser and the item rules of spark/events.py, on real-format 131-field lines."""
+from __future__ import annotations
+
+import calendar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from spark import events as ev
+from spark.report import MALFORMED_REASONS, MAX_EXAMPLES
+
+EID = "5f5a8ad4-0a0c-4b8e-9c2f-1d3e5a7b9c01"
+FP = "c6ef2fc0b5d0d5f4e3a7b0b7d2f9e1aa"
+ETL = "2026-05-01 12:34:56.789"
+ETL_MS = calendar.timegm((2026, 5, 1, 12, 34, 56)) * 1000 + 789
+
+
+def line(event_id=EID, fingerprint=FP, etl=ETL, fields=131, **set_fields) -> bytes:
+    """A tab-separated enriched-event line with most fields empty, like a real one; `f<N>=...` sets field N."""
+    values = [b""] * 131
+    values[0], values[1], values[5] = b"acme-web", b"web", b"page_view"
+    for i, v in ((2, etl), (6, event_id), (129, fingerprint)):
+        values[i] = v.encode()
+    for name, v in set_fields.items():
+        values[int(name[1:])] = v
+    return b"\t".join((values + [b"x"] * fields)[:fields])
+
+
+def test_a_real_format_line_is_valid():
+    assert ev.classify_line(line()) == ("valid", (EID, FP, ETL_MS))
+
+
+@pytest.mark.parametrize("ending", [b"\n", b"\r\n", b"\r"])
+def test_line_endings_do_not_change_the_event(ending):
+    assert ev.classify_line(line() + ending) == ("valid", (EID, FP, ETL_MS))
+    assert ev.classify_line(line(f130=b"{}") + ending) == ("valid", (EID, FP, ETL_MS))
+    assert ev.classify_line(line(fingerprint="") + ending) == ("no_fingerprint", None)
+    assert ev.classify_line(line(fields=130) + ending) == ("field_count", None)
+
+
+def test_trailing_empty_fields_are_kept():
+    text = line(f128=b"", f130=b"")
+    assert text.endswith(b"\t\t" + FP.encode() + b"\t")
+    assert ev.classify_line(text)[0] == "valid"
+
+
+@pytest.mark.parametrize("fields", [1, 130, 132, 200])
+def test_wrong_field_count(fields):
+    assert ev.classify_line(line(fields=fields)) == ("field_count", None)
+
+
+def test_empty_line_is_a_field_count_error():
+    assert ev.classify_line(b"") == ("field_count", None)
+
+
+@pytest.mark.parametrize("event_id", [
+    "", "not-a-uuid", EID[:-1], EID + "0", "{" + EID + "}", EID.replace("-", ""), EID.replace("a", "g"),
+    " " + EID, EID.replace("-", "_"),
+])
+def test_bad_event_id(event_id):
+    assert ev.classify_line(line(event_id=event_id)) == ("event_id", None)
+
+
+def test_uppercase_event_id_is_written_as_the_shredders_do():
+    assert ev.classify_line(line(event_id=EID.upper())) == ("valid", (EID, FP, ETL_MS))
+
+
+@pytest.mark.parametrize("etl", [
+    "", "not-a-timestamp", "2026-13-01 00:00:00.000", "2026-02-30 00:00:00.000", "2023-02-29 00:00:00.000",
+    "2026-05-01 24:00:00.000", "2026-05-01 12:60:00.000", "2026-05-01T12:34:56.789", "2026-05-01 12:34:56.",
+    "2026-05-01 12:34:56.789Z", "26-05-01 12:34:56.789", "0000-01-01 00:00:00.000",
+])
+def test_bad_etl_tstamp(etl):
+    assert ev.classify_line(line(etl=etl)) == ("etl_tstamp", None)
+
+
+def test_checks_run_in_order_one_reason_per_line():
+    assert ev.classify_line(line(event_id="", etl="", fields=130)) == ("field_count", None)
+    assert ev.classify_line(line(event_id="x", etl="")) == ("event_id", None)
+    assert ev.classify_line(line(etl="", fingerprint="")) == ("etl_tstamp", None)
+
+
+def test_empty_fingerprint():
+    assert ev.classify_line(line(fingerprint="")) == ("no_fingerprint", None)
+
+
+def test_bytes_that_are_not_utf8_elsewhere_do_not_break_a_line():
+    text = line(f30=b"Caf\xe9 cr\xe8me \xff\xfe", f52=b"\x80\x81", f130=b"\xc3")
+    assert ev.classify_line(text) == ("valid", (EID, FP, ETL_MS))
+
+
+def test_tab_inside_a_field_shifts_the_count():
+    assert ev.classify_line(line(f30=b"a\tb")) == ("field_count", None)
+
+
+@pytest.mark.parametrize("text, ms", [
+    ("2026-05-01 12:34:56.789", ETL_MS),
+    ("2026-05-01 12:34:56", ETL_MS - 789),
+    ("2026-05-01 12:34:56.7", ETL_MS - 89),
+    ("2026-05-01 12:34:56.789999", ETL_MS),
+    ("1970-01-01 00:00:00.000", 0),
+    ("2024-02-29 23:59:59.999", calendar.timegm((2024, 2, 29, 23, 59, 59)) * 1000 + 999),
+])
+def test_parse_etl_tstamp(text, ms):
+    assert ev.parse_etl_tstamp(text.encode()) == ms
+
+
+def test_etl_seconds_truncate_milliseconds():
+    assert ev.etl_seconds(ETL_MS) == ETL_MS // 1000 == calendar.timegm((2026, 5, 1, 12, 34, 56))
+    assert ev.etl_seconds(1_999) == 1
+
+
+def test_ttl_and_expiry():
+    assert ev.ttl_for(1_000_000, 180) == 1_000_000 + 180 * 86400
+    assert ev.ttl_for(5, 0) == 5
+    assert ev.is_expired(100, 100.0)
+    assert ev.is_expired(100, 100.5)
+    assert not ev.is_expired(101, 100.9)
+
+
+def test_scan_counts_every_line_once_and_names_lines_not_content():
+    batches = [[line(), line(fields=130), line(fingerprint="")], [line(event_id="nope"), line(etl="x"), line()]]
+    tally = ev.LineTally()
+    found = list(ev.scan_lines(batches, "part-00000.gz", tally))
+    assert found == [(EID, FP, ETL_MS)] * 2
+    assert (tally.lines, tally.valid, tally.no_fingerprint) == (6, 2, 1)
+    assert tally.malformed == {"field_count": 1, "event_id": 1, "etl_tstamp": 1}
+    assert tally.examples == ["part-00000.gz:2: field_count", "part-00000.gz:4: event_id",
+                              "part-00000.gz:5: etl_tstamp"]
+    assert tally.min_etl_ms == ETL_MS
+
+
+def test_examples_are_capped_and_numbering_spans_batches():
+    tally = ev.LineTally()
+    list(ev.scan_lines([[b"x"] * 7, [b"y"] * 7], "obj", tally))
+    assert tally.malformed["field_count"] == 14
+    assert len(tally.examples) == MAX_EXAMPLES
+    assert tally.examples[-1] == "obj:10: field_count"
+
+
+def test_min_etl_covers_events_without_fingerprint_but_not_malformed_lines():
+    early, earlier = "2026-05-01 00:00:01.500", "2026-05-01 00:00:00.100"
+    tally = ev.LineTally()
+    list(ev.scan_lines([[line(etl=early), line(etl=earlier, fingerprint=""),
+                         line(etl="2020-01-01 00:00:00.000", fields=12)]], "o", tally))
+    assert tally.min_etl_ms == ev.parse_etl_tstamp(earlier.encode())
+
+
+def test_memoised_timestamps_are_bounded(monkeypatch):
+    monkeypatch.setattr(ev, "_CACHE_LIMIT", 3)
+    cache = {}
+    stamps = [f"2026-05-01 00:00:0{i}.000" for i in range(8)]
+    found = list(ev.scan_lines([[line(etl=s) for s in stamps]], "o", ev.LineTally(), cache))
+    assert [ms for _, _, ms in found] == [ev.parse_etl_tstamp(s.encode()) for s in stamps]
+    assert len(cache) <= 3
+
+
+# --- collapsing copies of one key --------------------------------------------------------------------------
+
+NOW = 1_800_000_000.0
+FRESH = int(NOW) - 86400  # an etlTime whose 180-day ttl is far ahead
+STALE = int(NOW) - 181 * 86400  # an etlTime whose ttl is past
+
+
+def test_merge_copies_keeps_earliest_per_run_and_counts_copies():
+    a = ev.first_copy(20, "r2")
+    b = ev.merge_copies(ev.first_copy(30, "r1"), ev.first_copy(10, "r1"))
+    assert b == ((10, "r1", 2),)
+    assert ev.merge_copies(a, b) == ((10, "r1", 2), (20, "r2", 1))
+    assert ev.merge_copies(ev.merge_copies(a, b), ev.first_copy(5, "r2")) == ((5, "r2", 2), (10, "r1", 2))
+
+
+def test_settle_single_copy_is_written():
+    assert ev.settle(ev.first_copy(FRESH, "r1"), 180, NOW, False) == ((FRESH, "r1"), [])
+
+
+def test_settle_in_run_duplicates_count_extra_copies():
+    winner, outcomes = ev.settle(((FRESH, "r1", 3),), 180, NOW, False)
+    assert winner == (FRESH, "r1")
+    assert outcomes == [("r1", "in_run_duplicates", 2)]
+
+
+def test_settle_earliest_run_wins_and_ties_go_to_the_earlier_run():
+    winner, outcomes = ev.settle(((FRESH, "r2", 1), (FRESH + 5, "r1", 1), (FRESH, "r3", 2)), 180, NOW, False)
+    assert winner == (FRESH, "r2")
+    assert sorted(outcomes) == [("r1", "batch_duplicates", 1), ("r3", "batch_duplicates", 1),
+                                ("r3", "in_run_duplicates", 1)]
+
+
+def test_settle_expired_copies_are_not_candidates():
+    winner, outcomes = ev.settle(((STALE, "r1", 1), (FRESH, "r2", 1)), 180, NOW, False)
+    assert winner == (FRESH, "r2")
+    assert outcomes == [("r1", "expired", 1)]
+    assert ev.settle(((STALE, "r1", 2),), 180, NOW, False) == (None, [("r1", "in_run_duplicates", 1),
+                                                                      ("r1", "expired", 1)])
+
+
+def test_settle_write_expired_keeps_them():
+    assert ev.settle(((STALE, "r1", 1), (FRESH, "r2", 1)), 180, NOW, True) == (
+        (STALE, "r1"), [("r2", "batch_duplicates", 1)])
+
+
+# --- property: whatever the bytes, no crash and one outcome per line ----------------------------------------
+
+_PIECES = [b"", b"x", EID.encode(), EID.upper().encode(), ETL.encode(), FP.encode(), b"\xff\xfe", b"\r",
+           b"2026-02-30 00:00:00.000", b"\t", b"9999-12-31 23:59:59.999", b"0000-01-01 00:00:00.000"]
+
+
+def _mutated(edits, fields) -> bytes:
+    values = line().split(b"\t")
+    for index, piece in edits:
+        values[index] = piece
+    return b"\t".join((values + [b""] * 5)[:fields])
+
+
+# A real line with a few fields replaced (the three read ones most often) and its field count nudged.
+near_lines = st.builds(
+    _mutated,
+    st.lists(st.tuples(st.sampled_from([2, 6, 129, 2, 6, 129, 0, 30, 130]), st.sampled_from(_PIECES)), max_size=4),
+    st.sampled_from([131, 131, 131, 130, 132]),
+)
+any_lines = st.one_of(st.binary(max_size=400).map(lambda b: b.split(b"\n")), st.lists(near_lines, max_size=8))
+
+
+@settings(max_examples=200, deadline=None)
+@given(batches=st.lists(any_lines, max_size=4))
+def test_any_bytes_never_crash_and_each_line_is_classified_once(batches):
+    tally = ev.LineTally()
+    found = list(ev.scan_lines(batches, "obj", tally))
+    total = sum(len(b) for b in batches)
+    assert tally.lines == total
+    assert total == sum(tally.malformed[r] for r in MALFORMED_REASONS) + tally.no_fingerprint + tally.valid
+    assert len(found) == tally.valid
+    for event_id, fingerprint, ms in found:
+        assert len(event_id) == 36 and event_id == event_id.lower() and fingerprint and isinstance(ms, int)
+    outcomes = [ev.classify_line(x)[0] for b in batches for x in b]
+    assert outcomes.count("valid") == tally.valid
+    assert outcomes.count("no_fingerprint") == tally.no_fingerprint
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.one_of(near_lines, st.binary(max_size=300).map(lambda b: b.replace(b"\n", b""))))
+def test_a_line_is_classified_the_same_with_or_without_its_ending(text):
+    assert ev.classify_line(text) == ev.classify_line(text + b"\n") == ev.classify_line(text + b"\r\n")
