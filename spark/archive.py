@@ -67,11 +67,12 @@ def iter_chunks(loc: Location, client=None, chunk_size: int = READ_CHUNK) -> Ite
     client = client or s3_client()
     offset = 0
     resumes = 0
-    etag = None
-    while True:
+    etag = size = None
+    while size is None or offset < size:
         extra = {"Range": f"bytes={offset}-", "IfMatch": etag} if offset else {}
         response = client.get_object(Bucket=loc.bucket, Key=loc.key, **extra)
-        etag = etag or response.get("ETag")
+        if etag is None:
+            etag, size = response.get("ETag"), response.get("ContentLength")
         body = response["Body"]
         try:
             while True:

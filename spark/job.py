@@ -1,11 +1,12 @@
 """The Spark job: one batch of archive runs into the DynamoDB event manifest, and one report per run.
 
-Three passes over data read once: (1) every data object is one task that streams, parses and counts it, its
-events kept (memory and disk) for later; (2) the driver, knowing every object's counts, fails the runs that
-cannot be trusted (unreadable or archived objects, too many malformed lines) before anything is written;
-(3) the other runs' events are collapsed by key (in-run duplicates, expiry, earliest run of the batch) into
-hash partitions that each write their share of the capacity budget. Every count reaches the driver as the
-result of an action, never through accumulators, so a retried task cannot count twice.
+Three passes over data read once: (1) tasks of data objects (a large object alone, small ones packed together)
+stream, parse and count them, their events kept (memory and disk) for later; (2) the driver, knowing every
+object's counts, fails the runs that cannot be trusted (unreadable or archived objects, too many malformed
+lines) before anything is written; (3) the other runs' events are collapsed by key (in-run duplicates, expiry,
+earliest run of the batch) into hash partitions that each write their share of the capacity budget. Every
+count reaches the driver as the result of an action, never through accumulators, so a retried task cannot
+count twice.
 """
 from __future__ import annotations
 
@@ -65,7 +66,7 @@ class RunState:
 # --- entry points -------------------------------------------------------------------------------------------
 
 def main(argv: Optional[List[str]] = None) -> int:
-    """spark-submit populate.py --spec <location of the batch spec>: 0 when every run of the batch is ok."""
+    """spark-submit populate.py --spec <location>: 0 when every run is ok, 1 when one is not, 2 for a bad spec."""
     parser = argparse.ArgumentParser(prog="populate.py", description="Populate the Snowplow event manifest "
                                                                      "from a batch of enriched-archive runs.")
     parser.add_argument("--spec", required=True, help="local path or s3:// object holding the batch spec JSON")
@@ -86,6 +87,9 @@ def main(argv: Optional[List[str]] = None) -> int:
     except JobError as e:
         LOG.error("%s", e)
         return 2
+    except Exception as e:  # noqa: BLE001 - one line for the user; the runs without a report stay unmarked
+        LOG.error("batch %s failed: %s", spec.batch_id, _spark_error(e))
+        return 1
     finally:
         spark.stop()
 
@@ -159,10 +163,11 @@ def run_batch(spark, spec: BatchSpec) -> int:
     finally:
         if parsed is not None and parsed.is_cached:
             parsed.unpersist()
+    saved = True
     for s in states:
         _finish_report(s, read_s, write_s)
-        _save_report(reports, s)
-    return 0 if all(s.ok for s in states) else 1
+        saved = _save_report(reports, s) and saved
+    return 0 if saved and all(s.ok for s in states) else 1
 
 
 def _check_spec(spec: BatchSpec) -> Tuple[Location, Location]:
@@ -462,8 +467,15 @@ def _finish_report(s: RunState, read_s: float, write_s: float) -> None:
              f", {summary}" if summary else "", f"; {report['errors'][0]}" if report["errors"] else "")
 
 
-def _save_report(reports: Location, s: RunState) -> None:
-    write_bytes(reports.child(f"run={s.run}.json"), dumps(s.report).encode("utf-8"))
+def _save_report(reports: Location, s: RunState) -> bool:
+    """Write one run's report; a failure is logged and leaves the run unmarked, the other reports still go."""
+    target = reports.child(f"run={s.run}.json")
+    try:
+        write_bytes(target, dumps(s.report).encode("utf-8"))
+        return True
+    except Exception as e:  # noqa: BLE001
+        LOG.error("run %s: cannot write its report to %s: %s", s.run, target.uri, _one_line(e))
+        return False
 
 
 # --- errors -------------------------------------------------------------------------------------------------

@@ -175,7 +175,7 @@ class _DroppingClient:
             def close(self):
                 pass
 
-        return {"ETag": '"v1"', "Body": Body()}
+        return {"ETag": '"v1"', "ContentLength": len(body), "Body": Body()}
 
 
 def test_dropped_s3_download_resumes_from_where_it_stopped():
@@ -184,3 +184,9 @@ def test_dropped_s3_download_resumes_from_where_it_stopped():
     chunks = list(archive.iter_chunks(parse_location("s3://archive/run=x/a.gz"), client, chunk_size=1 << 16))
     assert b"".join(chunks) == data
     assert client.calls == [(None, None), ("bytes=5-", '"v1"'), ("bytes=10-", '"v1"')]
+
+
+def test_a_download_dropped_after_its_last_byte_is_complete():
+    client = _DroppingClient(b"abcde", 5)
+    assert b"".join(archive.iter_chunks(parse_location("s3://archive/x"), client)) == b"abcde"
+    assert len(client.calls) == 1

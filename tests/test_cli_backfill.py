@@ -11,6 +11,7 @@ import boto3
 import pytest
 
 from bench.archive import generate_archive, run_ids
+from pipeline import table
 from pipeline.markers import MarkerStore
 from spark.storage import parse_location
 from tests.cli import luigi_env, populate_command, run_luigi, storage_config, table_items
@@ -110,11 +111,8 @@ def test_kill_9_then_resume_ends_as_uninterrupted(archive, tmp_path):
 def test_since_boundaries_in_the_dry_run(archive, tmp_path):
     runs, _, endpoint = archive
     storage = storage_config(tmp_path / "dynamodb.json", "manifest")
-    boto3.client("dynamodb").create_table(
-        TableName="manifest", BillingMode="PAY_PER_REQUEST",
-        KeySchema=[{"AttributeName": "eventId", "KeyType": "HASH"}, {"AttributeName": "fingerprint", "KeyType": "RANGE"}],
-        AttributeDefinitions=[{"AttributeName": "eventId", "AttributeType": "S"},
-                              {"AttributeName": "fingerprint", "AttributeType": "S"}])
+    boto3.client("dynamodb").create_table(TableName="manifest", BillingMode="PAY_PER_REQUEST",
+                                          KeySchema=table.KEY_SCHEMA, AttributeDefinitions=table.ATTRIBUTES)
     for since, expected in [(runs[2], runs[2:]), (runs[0][:10], [r for r in runs if r[:10] >= runs[0][:10]]),
                             ("", runs)]:
         out = tmp_path / "plan.json"
