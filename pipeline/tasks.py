@@ -19,6 +19,8 @@ from spark import storage
 from spark.spec import BatchSpec
 
 from . import local, summary
+from .emr import EmrRunner, EmrSettings, session_for
+from .emretlrunner import merge_settings, read_emretlrunner_config
 from .errors import PipelineError
 from .estimate import Prices
 from .plan import Context, Params, Plan, load_context, make_plan
@@ -54,6 +56,10 @@ class _Backfill(luigi.Task):
     max_retry_seconds = luigi.FloatParameter(default=600.0, description="how long one item may stay throttled")
     spark_master = luigi.Parameter(default="local[*]", description="local runner's Spark master")
     write_parallelism = luigi.IntParameter(default=0, description="concurrent writing tasks; 0 = Spark's default")
+    emretlrunner_config = luigi.Parameter(default="", description="EmrEtlRunner config.yml: archive, region, EMR")
+    log_path = luigi.Parameter(default="", description="EMR runner: S3 location for the cluster's logs")
+    profile = luigi.Parameter(default="", description="EMR runner: AWS profile for EMR and staging")
+    jar = luigi.Parameter(default="", description="EMR runner: S3 prefix of job code you uploaded yourself")
 
     def on_failure(self, exception: BaseException) -> str:
         """What luigid shows: the one-line message for a user's problem, the traceback otherwise."""
@@ -67,12 +73,23 @@ class _Backfill(luigi.Task):
     def plan_params(self) -> Params:
         workers = luigi.interface.core().workers
         return Params(
-            enriched_archive=self.enriched_archive, storage_config=self.storage_config, resolver=self.resolver,
+            enriched_archive=self.enriched_archive or self.emretlrunner_settings().get("archive", ""),
+            storage_config=self.storage_config, resolver=self.resolver,
             markers=self.markers, since=self.since, runner=self.runner, batch_size=self.batch_size,
             create_table=self.create_table, max_write_capacity=self.max_write_capacity,
             capacity_fraction=self.capacity_fraction, on_demand_capacity=self.on_demand_capacity,
             write_mode=self.write_mode, parallel_batches=max(1, workers),
         )
+
+    def emretlrunner_settings(self) -> dict:
+        return read_emretlrunner_config(self.emretlrunner_config) if self.emretlrunner_config else {}
+
+    def emr_runner(self, ctx: Context) -> EmrRunner:
+        """luigi.cfg's [emr], then what EmrEtlRunner's config.yml says, then the explicit parameters, which win."""
+        explicit = {"log_uri": self.log_path, "profile": self.profile, "job_code_uri": self.jar}
+        from_yml = {k: v for k, v in self.emretlrunner_settings().items() if k != "archive"}
+        settings = EmrSettings.from_mapping(merge_settings(explicit, {**config_section("emr"), **from_yml}))
+        return EmrRunner(settings, ctx.backfill_id, ctx.store.staging(), session_for(settings))
 
     _context: Optional[Context] = None
 
@@ -117,13 +134,11 @@ class RunBatch(_Backfill):
         self._mark(store, todo, outcome)
 
     def _run_job(self, ctx: Context, spec: BatchSpec, private: str):
+        if self.runner == "emr":
+            return self._run_on_emr(ctx, spec)
         store = ctx.store
         for run in spec.runs:  # a stale report from an earlier attempt must never prove this one
             storage.delete(store.report(self.batch_id, run), store.client)
-        if self.runner == "emr":
-            from . import emr_tasks
-
-            return emr_tasks.run_batch_on_emr(self, ctx, spec)
         credentials = ctx.config.credentials()
         if credentials:
             path = os.path.join(private, "credentials.json")
@@ -142,6 +157,20 @@ class RunBatch(_Backfill):
             spec_uri = spec_loc.uri
         self.set_tracking_url("http://127.0.0.1:4040")
         return local.run_local(spec_uri, self.batch_id, self._progress, master=self.spark_master)
+
+    def _run_on_emr(self, ctx: Context, spec: BatchSpec):
+        """One step per batch. Reports are kept: a step adopted or completed earlier may already have proven runs,
+        and it reads the same spec location, so a resumed run waits for it instead of submitting another."""
+        runner = self.emr_runner(ctx)
+        spec.credentials = runner.stage_credentials(ctx.config.credentials())
+        spec_loc = ctx.store.batch_spec(self.batch_id)
+        ctx.store.write_json(spec_loc, json.loads(spec.to_json()))
+        outcome = runner.run_batch(self.batch_id, spec_loc.uri, self._progress, self.set_tracking_url)
+        reported = all(ctx.store.read_json(ctx.store.report(self.batch_id, r)) for r in spec.runs)
+        if outcome.ok and not reported:  # completed earlier, yet some run has no report: run it again
+            outcome = runner.run_batch(self.batch_id, spec_loc.uri, self._progress, self.set_tracking_url,
+                                       resubmit_completed=True)
+        return outcome
 
     def _progress(self, message: str, percentage: Optional[float]) -> None:
         self.set_status_message(message)
@@ -203,10 +232,8 @@ class PopulateManifest(_Backfill):
             text, data = summary.after_run(plan, self._started)
             store = plan.context.store
             store.write_json(store.summary(data["finished_at"].replace(":", "-")), data)
-            if self.runner == "emr":
-                from . import emr_tasks
-
-                emr_tasks.finish_backfill(self, plan)
+            if self.runner == "emr" and not data.get("runs_left"):
+                self.emr_runner(plan.context).finish(success=True)
         print(text, flush=True)
         if self.output_json:
             with open(self.output_json, "w") as f:
