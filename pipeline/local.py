@@ -4,6 +4,7 @@ from __future__ import annotations
 import ctypes
 import logging
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -17,6 +18,8 @@ from .errors import PipelineError
 from .runners import BatchOutcome, Progress
 
 log = logging.getLogger("manifest.local")
+SPARK_CHATTER = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (INFO|DEBUG) ")  # log4j's own INFO lines
+JOB_LINE = re.compile(r"manifest\.job: (?:progress: (\d+)% )?(.*)$")
 
 JAVA_MISSING = (
     "Java is not installed: Spark needs a Java 8, 11 or 17 runtime. Install one (e.g. `apt-get install "
@@ -76,11 +79,12 @@ def run_local(spec_uri: str, batch_id: str, progress: Progress, master: str = "l
             for line in proc.stdout:
                 line = line.rstrip()
                 if line:
-                    log.info("spark: %s", line)
-                if "manifest.job" in line:
-                    elapsed = time.monotonic() - started
-                    progress(f"batch {batch_id} ({elapsed:.0f} s): {line.split('manifest.job', 1)[1].strip(' :-')}",
-                             None)
+                    log.log(logging.DEBUG if SPARK_CHATTER.match(line) else logging.INFO, "spark: %s", line)
+                job = JOB_LINE.search(line)
+                if job:
+                    pct = float(job.group(1)) if job.group(1) else None
+                    message = f"progress: {job.group(2)}" if pct is not None else job.group(2)
+                    progress(f"batch {batch_id} ({time.monotonic() - started:.0f} s): {message}", pct)
             code = proc.wait()
         except BaseException:
             proc.kill()

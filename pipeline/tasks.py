@@ -56,6 +56,7 @@ class _Backfill(luigi.Task):
     max_retry_seconds = luigi.FloatParameter(default=600.0, description="how long one item may stay throttled")
     spark_master = luigi.Parameter(default="local[*]", description="local runner's Spark master")
     write_parallelism = luigi.IntParameter(default=0, description="concurrent writing tasks; 0 = Spark's default")
+    progress_seconds = luigi.FloatParameter(default=30.0, description="seconds between a batch's progress lines")
     emretlrunner_config = luigi.Parameter(default="", description="EmrEtlRunner config.yml: archive, region, EMR")
     log_path = luigi.Parameter(default="", description="EMR runner: S3 location for the cluster's logs")
     profile = luigi.Parameter(default="", description="EMR runner: AWS profile for EMR and staging")
@@ -128,7 +129,7 @@ class RunBatch(_Backfill):
                 ttl_days=self.ttl_days, etl_time=self.etl_time, write_mode=self.write_mode,
                 max_write_capacity=budget, write_parallelism=self.write_parallelism,
                 max_malformed_fraction=self.max_malformed_fraction, write_expired=self.write_expired,
-                max_retry_seconds=self.max_retry_seconds,
+                max_retry_seconds=self.max_retry_seconds, extra={"progress_seconds": self.progress_seconds},
             )
             outcome = self._run_job(ctx, spec, private)
         self._mark(store, todo, outcome)

@@ -16,6 +16,7 @@ import logging
 import os
 import re
 import sys
+import threading
 import time
 import zlib
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from spark.storage import Location, LocationError, list_objects, parse_location,
 
 LOG = logging.getLogger("manifest.job")
 _RUN_ID = re.compile(r"^\d{4}-\d\d-\d\d-\d\d-\d\d-\d\d\Z")
+PROGRESS_SECONDS = 30.0  # between progress lines (spec.extra["progress_seconds"] overrides)
 WRITE_THREADS = 8  # DynamoDB requests in flight per writing task (spec.extra["write_threads"] overrides)
 # Reading tasks: objects are packed up to a share of the input, as Spark packs small files; each object is
 # charged an opening cost so that a task never holds very many tiny ones (S3 Loader writes thousands).
@@ -61,6 +63,50 @@ class RunState:
     def fail(self, error: str) -> None:
         self.report["status"] = "failed"
         self.report["errors"].append(error)
+
+
+class Progress(threading.Thread):
+    """A one-line progress report at a steady interval while a batch runs, on the driver's log.
+
+    The read pass counts Spark tasks; the write pass is paced by the budget, so its share done is estimated from
+    the time spent against the events to settle at that rate (capped below 100 until the pass ends).
+    """
+
+    READ_SHARE = 30.0  # of the batch's percentage
+
+    def __init__(self, sc, interval: float):
+        super().__init__(daemon=True, name="progress")
+        self.sc, self.interval = sc, interval
+        self.phase, self.events, self.rate = "listing", 0, 0.0
+        self.started = self.phase_started = time.monotonic()
+        self._stop = threading.Event()
+
+    def enter(self, phase: str, events: int = 0, rate: float = 0.0) -> None:
+        self.phase, self.events, self.rate, self.phase_started = phase, events, rate, time.monotonic()
+
+    def line(self) -> str:
+        elapsed = time.monotonic() - self.phase_started
+        if self.phase == "writing" and self.events and self.rate:
+            share = min(0.99, elapsed * self.rate / self.events)
+            pct = self.READ_SHARE + (100 - self.READ_SHARE) * share
+            detail = f"writing ~{int(share * self.events):,} of ~{self.events:,} items at {self.rate:g} WCU/s"
+        else:
+            done = total = 0
+            tracker = self.sc.statusTracker()
+            for stage in tracker.getActiveStageIds():
+                info = tracker.getStageInfo(stage)
+                if info:
+                    done, total = done + info.numCompletedTasks, total + info.numTasks
+            pct = self.READ_SHARE * done / total if total else 0.0
+            detail = f"{self.phase}: {done}/{total} tasks"
+        return f"progress: {pct:.0f}% {detail}, {time.monotonic() - self.started:.0f} s elapsed"
+
+    def run(self) -> None:
+        while not self._stop.wait(self.interval):
+            LOG.info("%s", self.line())
+
+    def stop(self) -> None:
+        self._stop.set()
 
 
 # --- entry points -------------------------------------------------------------------------------------------
@@ -136,11 +182,14 @@ def run_batch(spark, spec: BatchSpec) -> int:
               for group in pack_objects(objects, sc.defaultParallelism)]
     parsed = None
     read_s = write_s = 0.0
+    progress = Progress(sc, float(spec.extra.get("progress_seconds", PROGRESS_SECONDS)))
+    progress.start()
     try:
         if groups:
             from pyspark import StorageLevel
 
             started = time.monotonic()
+            progress.enter("reading")
             parsed = sc.parallelize(groups, len(groups)).mapPartitions(_read_objects)
             if not spec.count_only:  # read once, kept for the write pass
                 parsed = parsed.persist(StorageLevel.MEMORY_AND_DISK)
@@ -158,9 +207,11 @@ def run_batch(spark, spec: BatchSpec) -> int:
                 _count_only(s)
         elif parsed is not None and any(s.ok and s.valid for s in states):
             started = time.monotonic()
+            progress.enter("writing", sum(s.valid for s in states if s.ok), spec.max_write_capacity)
             _write_pass(sc, parsed, states, spec, credentials, now)
             write_s = time.monotonic() - started
     finally:
+        progress.stop()
         if parsed is not None and parsed.is_cached:
             parsed.unpersist()
     saved = True
