@@ -406,9 +406,10 @@ class EmrRunner:
         return None
 
     def ensure_cluster(self) -> str:
-        """The configured cluster, this backfill's alive cluster, or a new one."""
-        if self.cluster_id:
+        """The configured cluster, this backfill's alive cluster, or a new one (also when ours died meanwhile)."""
+        if self.cluster_id and self._state(self.cluster_id)["Status"]["State"] in ALIVE_CLUSTER_STATES:
             return self.cluster_id
+        self.cluster_id = None
         configured = self.settings.cluster_id
         if configured:
             state = self._state(configured)["Status"]["State"]
@@ -447,10 +448,13 @@ class EmrRunner:
 
     # -- steps --------------------------------------------------------------------------------------------------
 
-    def _latest_step(self, cluster_id: str, name: str) -> Optional[Dict]:
+    def _latest_step(self, cluster_id: str, request: Dict) -> Optional[Dict]:
+        """The newest step with the batch's name and spec (a shared cluster may hold another backfill's batch)."""
+        name, spec_args = request["Name"], request["HadoopJarStep"]["Args"][-2:]
         found = []
         for page in self.emr.get_paginator("list_steps").paginate(ClusterId=cluster_id):
-            found.extend(s for s in page.get("Steps", []) if s.get("Name") == name)
+            found.extend(s for s in page.get("Steps", [])
+                         if s.get("Name") == name and (s.get("Config") or {}).get("Args", [])[-2:] == spec_args)
         if not found:
             return None
         oldest = datetime.min.replace(tzinfo=timezone.utc)
@@ -494,7 +498,7 @@ class EmrRunner:
         request = step_request(batch_id, jobcode.emr_step_args(zip_uri, entry_uri, spec_loc.uri,
                                                                self.settings.spark_submit_args))
         spec = self._read_spec(spec_loc)
-        existing = self._latest_step(cluster_id, request["Name"])
+        existing = self._latest_step(cluster_id, request)
         state = existing["Status"]["State"] if existing else None
         if state == "COMPLETED" and not resubmit_completed:
             progress(f"EMR cluster {cluster_id} step {existing['Id']} COMPLETED earlier", 100.0)

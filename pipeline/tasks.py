@@ -18,7 +18,7 @@ from spark import report as reports
 from spark import storage
 from spark.spec import BatchSpec
 
-from . import local, summary
+from . import leases, local, summary
 from .emr import EmrRunner, EmrSettings, session_for
 from .emretlrunner import merge_settings, read_emretlrunner_config
 from .errors import PipelineError
@@ -118,21 +118,29 @@ class RunBatch(_Backfill):
     def run(self):
         ctx = self.context()
         store, config = ctx.store, ctx.config
-        todo = [r for r in self.runs if r not in store.done_runs()]
-        budget = self.budget
-        self.set_status_message(f"{len(todo)} runs to do at {budget:.0f} WCU/s")
-        self.set_progress_percentage(0)
-        with tempfile.TemporaryDirectory(prefix="manifest-") as private:
-            spec = BatchSpec(
-                batch_id=self.batch_id, archive=ctx.archive.uri, runs=todo,
-                reports=store.reports(self.batch_id).uri, table=config.table, region=config.region,
-                ttl_days=self.ttl_days, etl_time=self.etl_time, write_mode=self.write_mode,
-                max_write_capacity=budget, write_parallelism=self.write_parallelism,
-                max_malformed_fraction=self.max_malformed_fraction, write_expired=self.write_expired,
-                max_retry_seconds=self.max_retry_seconds, extra={"progress_seconds": self.progress_seconds},
-            )
-            outcome = self._run_job(ctx, spec, private)
-        self._mark(store, todo, outcome)
+        # Another process (other flags, another machine) may be doing some of these runs: wait for its leases,
+        # then do only the runs still unmarked.
+        with leases.hold(store.folder, self.runs, store.client, purpose=f"batch {self.batch_id}",
+                         waiting=self.set_status_message):
+            todo = [r for r in self.runs if r not in store.done_runs()]
+            log.info("batch %s: %d runs to do: %s", self.batch_id, len(todo), " ".join(todo))
+            if not todo:
+                self.set_status_message("every run was done meanwhile by another process")
+                return
+            budget = self.budget
+            self.set_status_message(f"{len(todo)} runs to do at {budget:.0f} WCU/s")
+            self.set_progress_percentage(0)
+            with tempfile.TemporaryDirectory(prefix="manifest-") as private:
+                spec = BatchSpec(
+                    batch_id=self.batch_id, archive=ctx.archive.uri, runs=todo,
+                    reports=store.reports(self.batch_id).uri, table=config.table, region=config.region,
+                    ttl_days=self.ttl_days, etl_time=self.etl_time, write_mode=self.write_mode,
+                    max_write_capacity=budget, write_parallelism=self.write_parallelism,
+                    max_malformed_fraction=self.max_malformed_fraction, write_expired=self.write_expired,
+                    max_retry_seconds=self.max_retry_seconds, extra={"progress_seconds": self.progress_seconds},
+                )
+                outcome = self._run_job(ctx, spec, private)
+            self._mark(store, todo, outcome)
 
     def _run_job(self, ctx: Context, spec: BatchSpec, private: str):
         if self.runner == "emr":
@@ -220,6 +228,8 @@ class PopulateManifest(_Backfill):
         plan = self.plan()
         if self.dry_run:
             return []
+        if self.runner == "emr" and plan.batches:  # once, before parallel batches could each create a cluster
+            self.emr_runner(plan.context).ensure_cluster()
         kwargs = self.backfill_kwargs()
         budget = plan.budget / plan.context.params.parallel_batches
         return [RunBatch(batch_id=bid, runs=list(batch), budget=budget, **kwargs) for bid, batch in plan.batches]

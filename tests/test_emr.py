@@ -53,11 +53,14 @@ def ops(aws, name):
 
 
 def runner(aws, settings=None, backfill="bf-2026", sleeps=None, on_sleep=None, poll=(5, 60)):
+    """A runner whose sleep records the delay and calls `on_sleep(n)` (n = polls so far) instead of waiting."""
+    slept = [] if sleeps is None else sleeps
+
     def sleep(seconds):
-        if sleeps is not None:
-            sleeps.append(seconds)
+        slept.append(seconds)
+        assert len(slept) < 50, "the step never ended"
         if on_sleep:
-            on_sleep(len(sleeps or []))
+            on_sleep(len(slept))
 
     return EmrRunner(settings or EmrSettings(), backfill, STAGING, aws.session, poll_seconds=poll, sleep=sleep)
 
@@ -191,9 +194,12 @@ def test_resumed_run_adopts_the_alive_cluster_of_its_backfill(aws):
     assert len(ops(aws, "RunJobFlow")) == 1
     other = runner(aws, backfill="bf-other").ensure_cluster()
     assert other != first and len(ops(aws, "RunJobFlow")) == 2
-    aws.emr.terminate_job_flows(JobFlowIds=[first])
+    same_process = runner(aws)
+    assert same_process.ensure_cluster() == first
+    aws.emr.terminate_job_flows(JobFlowIds=[first])  # e.g. idle auto-termination while nobody was running
     again = runner(aws).ensure_cluster()
     assert again not in (first, other) and len(ops(aws, "RunJobFlow")) == 3
+    assert same_process.ensure_cluster() == again  # a process holding the dead id moves on to the live cluster
 
 
 def test_same_name_without_the_backfill_tag_is_not_adopted(aws):
@@ -299,6 +305,11 @@ def test_step_arguments_over_the_limit_are_refused(aws):
     assert not ops(aws, "AddJobFlowSteps")
 
 
+def test_unknown_profile_fails_in_one_line():
+    with pytest.raises(PipelineError, match=r"^\[emr\] profile: AWS profile 'no-such-profile' is not configured$"):
+        emr_mod.session_for(EmrSettings(profile="no-such-profile"))
+
+
 def test_staging_and_spec_must_be_in_s3(aws, tmp_path):
     with pytest.raises(PipelineError, match="not an s3:// location"):
         EmrRunner(EmrSettings(), "bf", parse_location(str(tmp_path)), aws.session)
@@ -328,6 +339,19 @@ def test_active_step_is_adopted_not_resubmitted(aws, state):
     assert len(sleeps) == 1
 
 
+def test_same_name_with_another_spec_is_not_adopted(aws):
+    """On a shared cluster a step of the same name may be another backfill's batch: only our spec is adopted."""
+    run = runner(aws, on_sleep=complete_on_first_sleep(lambda: run.cluster_id))
+    cluster_id, step_id = submitted_step(aws, run)
+    force_step(cluster_id, step_id, "RUNNING")
+    other_spec = STAGING.child("other-table", "b-0001.json").uri
+    aws.s3.put_object(Bucket=BUCKET, Key=parse_location(other_spec).key,
+                      Body=aws.s3.get_object(Bucket=BUCKET, Key=parse_location(write_spec(aws)).key)["Body"].read())
+    aws.calls.clear()
+    outcome = run.run_batch("b-0001", other_spec, quiet, quiet)
+    assert outcome.ok and outcome.job_id != step_id and len(ops(aws, "AddJobFlowSteps")) == 1
+
+
 def test_completed_step_is_not_resubmitted(aws):
     cluster_id, step_id = submitted_step(aws, runner(aws))
     force_step(cluster_id, step_id, "COMPLETED")
@@ -341,37 +365,55 @@ def test_completed_step_is_not_resubmitted(aws):
     assert outcome.ok and outcome.job_id != step_id and len(ops(aws, "AddJobFlowSteps")) == 1
 
 
+def fail_latest_step(state, failure=None):
+    """A sleep hook: the cluster's newest step ends in `state` while it is being polled."""
+    def hook(n):
+        for cluster in emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters.values():
+            if cluster.steps:
+                force_step(cluster.id, cluster.steps[-1].id, state, failure and failure(cluster.id))
+    return hook
+
+
 @pytest.mark.parametrize("state", ["FAILED", "CANCELLED", "INTERRUPTED"])
 def test_failed_states_give_failure_details_and_logs(aws, state):
-    run = runner(aws, sleeps=[])
-    cluster_id, step_id = submitted_step(aws, run)
-    failure = {"Reason": "Application failed", "Message": "Exception in thread main\njava.lang.OutOfMemoryError",
-               "LogFile": f"s3://acme-logs/emr/{cluster_id}/steps/{step_id}/stderr.gz"}
-    force_step(cluster_id, step_id, state, failure)
-    outcome = run.run_batch("b-0001", write_spec(aws), quiet, quiet, resubmit_completed=False)
-    assert not outcome.ok and outcome.job_id == step_id
-    assert outcome.detail == (f"step {step_id} {state}: Application failed: Exception in thread main "
-                              f"java.lang.OutOfMemoryError (logs: {failure['LogFile']})")
+    def failure(cluster_id):
+        return {"Reason": "Application failed", "Message": "Exception in thread main\njava.lang.OutOfMemoryError",
+                "LogFile": f"s3://acme-logs/emr/{cluster_id}/steps/stderr.gz"}
+
+    run = runner(aws, on_sleep=fail_latest_step(state, failure))
+    outcome = run.run_batch("b-0001", write_spec(aws), quiet, quiet)
+    assert not outcome.ok
+    assert outcome.detail == (f"step {outcome.job_id} {state}: Application failed: Exception in thread main "
+                              f"java.lang.OutOfMemoryError (logs: s3://acme-logs/emr/{run.cluster_id}/steps/stderr.gz)")
 
 
 def test_failure_without_details_points_at_the_step_log_folder(aws):
-    run = runner(aws, sleeps=[])
-    cluster_id, step_id = submitted_step(aws, run)
-    force_step(cluster_id, step_id, "FAILED")
+    run = runner(aws, on_sleep=fail_latest_step("FAILED"))
     outcome = run.run_batch("b-0001", write_spec(aws), quiet, quiet)
     assert not outcome.ok and "\n" not in outcome.detail
-    assert outcome.detail.endswith(f"(logs: {STAGING.uri}/emr-logs/{cluster_id}/steps/{step_id}/)")
+    step_id = outcome.job_id
+    assert outcome.detail.endswith(f"(logs: {STAGING.uri}/emr-logs/{run.cluster_id}/steps/{step_id}/)")
+
+
+def test_a_failed_step_is_submitted_again_by_a_rerun(aws):
+    cluster_id, step_id = submitted_step(aws, runner(aws))
+    force_step(cluster_id, step_id, "FAILED")
+    aws.calls.clear()
+    outcome = runner(aws, on_sleep=complete_on_first_sleep(lambda: cluster_id)).run_batch(
+        "b-0001", write_spec(aws), quiet, quiet)
+    assert outcome.ok and outcome.job_id != step_id and len(ops(aws, "AddJobFlowSteps")) == 1
 
 
 def test_step_cancelled_by_a_dying_cluster_names_the_cluster(aws):
-    run = runner(aws, sleeps=[])
-    cluster_id, step_id = submitted_step(aws, run)
-    force_step(cluster_id, step_id, "CANCELLED")
-    cluster = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[cluster_id]
-    cluster.terminate()
-    cluster.last_state_change_reason = "Bootstrap failure"
+    def die(n):
+        cluster = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[run.cluster_id]
+        force_step(cluster.id, cluster.steps[-1].id, "CANCELLED")
+        cluster.terminate()
+        cluster.last_state_change_reason = "Bootstrap failure"
+
+    run = runner(aws, on_sleep=die)
     outcome = run.run_batch("b-0001", write_spec(aws), quiet, quiet)
-    assert not outcome.ok and outcome.detail.endswith(f"; cluster {cluster_id} TERMINATED: Bootstrap failure")
+    assert not outcome.ok and outcome.detail.endswith(f"; cluster {run.cluster_id} TERMINATED: Bootstrap failure")
 
 
 def test_polling_backs_off_and_reports_progress(aws):

@@ -46,8 +46,9 @@ def test_zip_is_deterministic_and_named_by_content(tmp_path):
 def test_zip_is_importable_on_its_own(tmp_path):
     path = jobcode.build_job_zip(str(tmp_path))
     env = dict(os.environ, PYTHONPATH=path)
-    out = subprocess.run([sys.executable, "-c", "import spark.storage, spark.spec; print(spark.storage.__file__)"],
-                         cwd=str(tmp_path), env=env, capture_output=True, text=True, timeout=60)
+    code = "import spark.storage, spark.spec, spark.job; print(spark.storage.__file__)"
+    out = subprocess.run([sys.executable, "-c", code], cwd=str(tmp_path), env=env, capture_output=True, text=True,
+                         timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == os.path.join(path, "spark", "storage.py")
 
