@@ -18,23 +18,20 @@ from __future__ import annotations
 
 import argparse
 import base64
-import http.client
 import json
 import random
 import threading
 import time
-import urllib.parse
 import urllib.request
 import zlib
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Dict, List, Optional, Tuple
+
+from bench.proxy import ProxyHandler, ProxyServer
 
 SINGLE_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
 FAULTY = SINGLE_WRITES | {"BatchWriteItem", "BatchGetItem", "GetItem"}
 ERROR_TYPE = "com.amazonaws.dynamodb.v20120810#"
 SETTINGS = ("wcu", "latency_ms", "throttle_fraction", "read_throttle_fraction", "fault_fraction", "burst_seconds")
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding", "content-length", "host",
-                         "server", "date", "te", "trailer", "upgrade"})
 
 
 def attribute_size(value: dict) -> int:
@@ -178,13 +175,8 @@ class Capacity:
             }
 
 
-class _Handler(BaseHTTPRequestHandler):
-    protocol_version = "HTTP/1.1"
-    disable_nagle_algorithm = True  # headers and body go out in two writes: without this, delayed ACKs add 40 ms
+class _Handler(ProxyHandler):
     server: StandInServer
-
-    def log_message(self, *args) -> None:
-        pass
 
     def do_GET(self) -> None:
         if self.path == "/_stats":
@@ -291,31 +283,6 @@ class _Handler(BaseHTTPRequestHandler):
         response["UnprocessedKeys"] = merged
         return rewritten(status, headers, response)
 
-    def forward(self, body: bytes) -> Tuple[int, list, bytes]:
-        """The same request to the upstream over this thread's keep-alive connection (reconnecting once)."""
-        headers = {k: v for k, v in self.headers.items() if k.lower() not in _HOP_BY_HOP}
-        headers["Content-Length"] = str(len(body))
-        for attempt in (1, 2):
-            conn = self.server.upstream_connection()
-            try:
-                conn.request(self.command, self.path, body=body, headers=headers)
-                response = conn.getresponse()
-                data = response.read()
-                return response.status, [(k, v) for k, v in response.getheaders() if k.lower() not in _HOP_BY_HOP], data
-            except (http.client.HTTPException, OSError):
-                self.server.drop_upstream_connection()
-                if attempt == 2:
-                    raise
-        raise AssertionError("unreachable")
-
-    def reply(self, status: int, headers: list, data: bytes) -> None:
-        self.send_response(status)
-        for k, v in headers:
-            self.send_header(k, v)
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
 
 def error_response(status: int, code: str, message: str) -> Tuple[int, list, bytes]:
     data = json.dumps({"__type": ERROR_TYPE + code, "message": message}).encode()
@@ -329,30 +296,10 @@ def rewritten(status: int, headers: list, response: dict) -> Tuple[int, list, by
     return status, kept + [("x-amz-crc32", str(zlib.crc32(data)))], data
 
 
-class StandInServer(ThreadingHTTPServer):
-    daemon_threads = True
-    request_queue_size = 128
-
+class StandInServer(ProxyServer):
     def __init__(self, address, upstream_url: str, capacity: Capacity):
-        super().__init__(address, _Handler)
-        parsed = urllib.parse.urlsplit(upstream_url)
-        if parsed.scheme != "http" or not parsed.hostname:
-            raise ValueError(f"upstream must be an http:// URL, not {upstream_url!r}")
-        self.upstream = (parsed.hostname, parsed.port or 80)
+        super().__init__(address, upstream_url, _Handler)
         self.capacity = capacity
-        self.local = threading.local()
-
-    def upstream_connection(self) -> http.client.HTTPConnection:
-        conn = getattr(self.local, "conn", None)
-        if conn is None:
-            conn = self.local.conn = http.client.HTTPConnection(*self.upstream, timeout=60)
-        return conn
-
-    def drop_upstream_connection(self) -> None:
-        conn = getattr(self.local, "conn", None)
-        if conn is not None:
-            conn.close()
-            self.local.conn = None
 
 
 def start_endpoint(upstream_url: str, wcu: float, latency_ms: float = 0.0, throttle_fraction: float = 0.0,

@@ -58,7 +58,7 @@ class Config:
     latency_ms: float = 5.0
     threads: int = 8  # write_items concurrency, as the job's default
     tasks: int = field(default_factory=lambda: os.cpu_count() or 1)  # the original's concurrent tasks
-    cpu_rounds: int = 5  # interleaved rounds comparing conditional mode's client CPU with boto3's own per call
+    cpu_rounds: int = 7  # interleaved rounds comparing conditional mode's client CPU with boto3's own per call
     cpu_calls: int = 150  # items (calls) of each measurement in a round
     seed: int = 1
 
