@@ -35,7 +35,7 @@ class Params:
     max_write_capacity: float = 0.0
     capacity_fraction: float = 0.5
     on_demand_capacity: float = 1000.0
-    write_mode: str = "conditional"
+    write_mode: str = "fast"
     parallel_batches: int = 1
 
 

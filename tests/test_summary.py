@@ -81,7 +81,7 @@ def test_dry_run_text_is_a_readable_table(archive, tmp_path):
     assert row.split() == [RUNS[1], "2", "3.9", "KB", "8", "~"]
     assert any(ln.split()[:4] == ["total", "6", "11.7", "KB"] for ln in lines)
     assert "  logs: not a run folder" in lines
-    header = next(ln for ln in lines if "write: conditional *" in ln)
+    header = next(ln for ln in lines if "write: fast *" in ln)  # the default write mode is marked
     assert header.index("write: conditional") < header.index("write: fast") < header.index("import")
     emr = next(ln for ln in lines if ln.startswith("EMR "))
     assert emr.count("$0.18 (0.25 h)") == 3  # 3 m5.xlarge x 0.25 h x $0.24 for each method
