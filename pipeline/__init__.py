@@ -62,7 +62,6 @@ def _show_our_logs() -> None:
         handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
         ours.addHandler(handler)
         ours.setLevel(logging.INFO)
-        ours.propagate = False
 
 
 _default_retcodes()
@@ -71,6 +70,8 @@ _errors = _OneLineErrors()
 logging.getLogger("luigi-interface").addFilter(_errors)
 atexit.register(_errors.repeat_at_exit)
 
+from .maintenance import CleanBatch, CleanManifest, VerifyBatch, VerifyManifest  # noqa: E402
 from .tasks import PopulateManifest, RunBatch  # noqa: E402  (Luigi finds tasks by importing this module)
 
-__all__ = ["PipelineError", "PopulateManifest", "RunBatch"]
+__all__ = ["CleanBatch", "CleanManifest", "PipelineError", "PopulateManifest", "RunBatch", "VerifyBatch",
+           "VerifyManifest"]

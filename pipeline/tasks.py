@@ -101,6 +101,12 @@ class _Backfill(luigi.Task):
         return self._context
 
 
+# Every task of the family reads a default it has no section for from [PopulateManifest], so luigi.cfg states
+# each shared default once (CleanManifest's markers are PopulateManifest's markers).
+for _name, _param in _Backfill.get_params():
+    _param._config_path = {"section": "PopulateManifest", "name": _name}
+
+
 class RunBatch(_Backfill):
     """One Spark job over a fixed list of runs; marks each run whose report proves all its items written."""
 
@@ -127,6 +133,9 @@ class RunBatch(_Backfill):
             if not todo:
                 self.set_status_message("every run was done meanwhile by another process")
                 return
+            from .maintenance import forget_cleaned  # here: maintenance builds on this module
+
+            forget_cleaned(store, todo)  # about to be written again: no longer a cleaned run
             budget = self.budget
             self.set_status_message(f"{len(todo)} runs to do at {budget:.0f} WCU/s")
             self.set_progress_percentage(0)

@@ -7,6 +7,10 @@ lines) before anything is written; (3) the other runs' events are collapsed by k
 earliest run of the batch) into hash partitions that each write their share of the capacity budget. Every
 count reaches the driver as the result of an action, never through accumulators, so a retried task cannot
 count twice.
+
+The spec's mode picks pass (3): populate writes; clean deletes the items the runs wrote and verify reads them
+(spark.maintenance), from the same parsing and the same per-run etlTime, so a clean removes exactly what a
+populate wrote and a verify checks exactly that.
 """
 from __future__ import annotations
 
@@ -20,11 +24,20 @@ import threading
 import time
 import zlib
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from spark import events as ev
 from spark.archive import ArchiveReadError, archived_objects, data_objects, read_lines
-from spark.report import MALFORMED_REASONS, OUTCOMES, counts_add_up, dumps, merge_examples, new_report
+from spark.report import (
+    MALFORMED_REASONS,
+    MODE_FAILURES,
+    MODE_OUTCOMES,
+    counts_add_up,
+    dumps,
+    merge_examples,
+    new_report,
+)
 from spark.spec import BatchSpec
 from spark.storage import Location, LocationError, list_objects, parse_location, read_bytes, s3_client, write_bytes
 
@@ -86,10 +99,11 @@ class Progress(threading.Thread):
 
     def line(self) -> str:
         elapsed = time.monotonic() - self.phase_started
-        if self.phase == "writing" and self.events and self.rate:
+        if self.phase in _ACTION_PHASES and self.events and self.rate:
             share = min(0.99, elapsed * self.rate / self.events)
             pct = self.READ_SHARE + (100 - self.READ_SHARE) * share
-            detail = f"writing ~{int(share * self.events):,} of ~{self.events:,} items at {self.rate:g} WCU/s"
+            unit = "RCU/s" if self.phase == "checking" else "WCU/s"
+            detail = f"{self.phase} ~{int(share * self.events):,} of ~{self.events:,} items at {self.rate:g} {unit}"
         else:
             done = total = 0
             tracker = self.sc.statusTracker()
@@ -173,7 +187,7 @@ def run_batch(spark, spec: BatchSpec) -> int:
     credentials = None if spec.count_only else load_credentials(spec.credentials)
     now = spec.now if spec.now is not None else time.time()
     client = s3_client() if archive.is_s3 else None
-    states = [_list_run(archive, run, spec.batch_id, client) for run in spec.runs]
+    states = [_list_run(archive, run, spec.batch_id, client, spec) for run in spec.runs]
     sc = spark.sparkContext
     endpoints = _endpoints()
     objects = [(size, i, s.folder.child(name).uri, name) for i, s in enumerate(states) if s.ok
@@ -207,8 +221,9 @@ def run_batch(spark, spec: BatchSpec) -> int:
                 _count_only(s)
         elif parsed is not None and any(s.ok and s.valid for s in states):
             started = time.monotonic()
-            progress.enter("writing", sum(s.valid for s in states if s.ok), spec.max_write_capacity)
-            _write_pass(sc, parsed, states, spec, credentials, now)
+            rate = spec.max_read_capacity if spec.mode == "verify" else spec.max_write_capacity
+            progress.enter(_ACTION_PHASES[spec.mode], sum(s.valid for s in states if s.ok), rate)
+            _PASSES[spec.mode](sc, parsed, states, spec, credentials, now)
             write_s = time.monotonic() - started
     finally:
         progress.stop()
@@ -233,11 +248,14 @@ def _check_spec(spec: BatchSpec) -> Tuple[Location, Location]:
         raise JobError(f"run ids must look like YYYY-MM-DD-HH-MM-SS, not {bad[0]!r}")
     if len(set(spec.runs)) != len(spec.runs):
         raise JobError("the batch spec names a run twice")
+    if spec.count_only and spec.mode != "populate":
+        raise JobError(f"count_only is a populate option, not one of mode {spec.mode!r}")
     if not spec.count_only:
         if not spec.table or not spec.region:
             raise JobError("the batch spec must name the table and its region")
-        if not spec.max_write_capacity > 0:
-            raise JobError(f"max_write_capacity must be positive, not {spec.max_write_capacity!r}")
+        capacity = "max_read_capacity" if spec.mode == "verify" else "max_write_capacity"
+        if not getattr(spec, capacity) > 0:
+            raise JobError(f"{capacity} must be positive, not {getattr(spec, capacity)!r}")
     if not 0 <= spec.max_malformed_fraction <= 1:
         raise JobError(f"max_malformed_fraction must be between 0 and 1, not {spec.max_malformed_fraction!r}")
     return archive, reports
@@ -245,10 +263,14 @@ def _check_spec(spec: BatchSpec) -> Tuple[Location, Location]:
 
 # --- listing and reading ------------------------------------------------------------------------------------
 
-def _list_run(archive: Location, run: str, batch_id: str, client=None) -> RunState:
+def _list_run(archive: Location, run: str, batch_id: str, client=None, spec: Optional[BatchSpec] = None) -> RunState:
     """The run's data objects; archived (GLACIER, DEEP_ARCHIVE) ones fail the run before any reading."""
     folder = archive.child(f"run={run}")
-    state = RunState(run, folder, new_report(run, batch_id))
+    mode = spec.mode if spec is not None else "populate"
+    state = RunState(run, folder, new_report(run, batch_id, mode))
+    if mode == "verify":  # what the counts cover; missing_examples: up to 10 keys missing or late
+        state.report.update(sample={"size": spec.sample, "seed": spec.sample_seed} if spec.sample else None,
+                            missing_examples=[])
     try:
         listed = list_objects(folder, client)
         data = data_objects(listed)
@@ -389,8 +411,6 @@ def _write_pass(sc, parsed, states: List[RunState], spec: BatchSpec, credentials
                 now: float) -> None:
     """Collapse the ok runs' events by key into P hash partitions and write each with 1/P of the budget."""
     writing = {i: s for i, s in enumerate(states) if s.ok and s.valid}
-    run_etl = {i: (s.run, ev.etl_seconds(s.min_etl_ms)) for i, s in writing.items()}
-    per_event = spec.etl_time == "event"
     partitions = spec.write_parallelism or sc.defaultParallelism
     config = {
         "ttl_days": spec.ttl_days, "now": now, "write_expired": spec.write_expired, "table": spec.table,
@@ -399,6 +419,19 @@ def _write_pass(sc, parsed, states: List[RunState], spec: BatchSpec, credentials
         "threads": int(spec.extra.get("write_threads", WRITE_THREADS)), "endpoints": _endpoints(),
     }
 
+    results = (_copies_by_key(parsed, writing, spec, partitions)
+               .mapPartitions(lambda items: _write_partition(items, config)))
+    _collect_outcomes(results, writing, spec, "writing", "write_failures", "written")
+
+
+def _copies_by_key(parsed, acting: Dict[int, RunState], spec: BatchSpec, partitions: int):
+    """The acting runs' events as (event_id, fingerprint) -> copies (ev.merge_copies) in P hash partitions.
+
+    A copy's etlTime is what the populator writes for it: the run's earliest etl_tstamp, or the event's own.
+    """
+    run_etl = {i: (s.run, ev.etl_seconds(s.min_etl_ms)) for i, s in acting.items()}
+    per_event = spec.etl_time == "event"
+
     def keyed(records: Iterator) -> Iterator:
         run = etl = None
         for r in records:
@@ -406,36 +439,173 @@ def _write_pass(sc, parsed, states: List[RunState], spec: BatchSpec, credentials
             if kind is tuple:
                 if run is not None:
                     yield (r[0], r[1]), ((r[2] // 1000 if per_event else etl, run, 1),)
-            elif kind is int:  # the next object's run: None when that run is not written
+            elif kind is int:  # the next object's run: None when that run is not acted on
                 run, etl = run_etl.get(r, (None, None))
 
+    return parsed.mapPartitions(keyed).reduceByKey(ev.merge_copies, partitions, _key_partition)
+
+
+def _collect_outcomes(results, acting: Dict[int, RunState], spec: BatchSpec, verb: str, failures: str,
+                      past: str) -> None:
+    """Run the partitions' actions and fold their per-run outcome counts (and examples) into the reports.
+
+    Any partition's error fails every acting run: which keys it left undone is unknown.
+    """
     try:
-        results = (parsed.mapPartitions(keyed)
-                   .reduceByKey(ev.merge_copies, partitions, _key_partition)
-                   .mapPartitions(lambda items: _write_partition(items, config))
-                   .collect())
-    except Exception as e:  # noqa: BLE001 - Spark itself failed: nothing is known of the writes
-        for s in writing.values():
-            s.fail(f"writing failed: {_spark_error(e)}")
-        results = []
-    by_run = {s.run: s for s in writing.values()}
+        collected = results.collect()
+    except Exception as e:  # noqa: BLE001 - Spark itself failed: nothing is known of the requests
+        for s in acting.values():
+            s.fail(f"{verb} failed: {_spark_error(e)}")
+        collected = []
+    by_run = {s.run: s for s in acting.values()}
     errors = []
-    for result in results:
+    for result in collected:
         if result["error"]:
             errors.append(result["error"])
         for run, outcomes in result["outcomes"].items():
             counts = by_run[run].report["counts"]
             for name, n in outcomes.items():
                 counts[name] = counts.get(name, 0) + n
-    for s in writing.values():
+        for run, examples in result.get("examples", {}).items():
+            report = by_run[run].report
+            report["missing_examples"] = merge_examples(report.get("missing_examples", []), examples)
+    for s in acting.values():
         if not s.ok:
             continue
         counts = s.report["counts"]
         if errors:
-            s.fail(f"writing failed: {errors[0]}")
-        elif counts["write_failures"]:
-            s.fail(f"{counts['write_failures']} items were not written within {spec.max_retry_seconds:g} s "
+            s.fail(f"{verb} failed: {errors[0]}")
+        elif counts[failures]:
+            s.fail(f"{counts[failures]} items were not {past} within {spec.max_retry_seconds:g} s "
                    "of throttling or errors")
+
+
+# --- clean and verify ---------------------------------------------------------------------------------------
+
+def _maintenance_config(spec: BatchSpec, credentials: Optional[dict], now: float, rate: float) -> dict:
+    return {"table": spec.table, "region": spec.region, "credentials": credentials, "rate": rate,
+            "max_retry_seconds": spec.max_retry_seconds, "ttl_days": spec.ttl_days, "now": now,
+            "threads": int(spec.extra.get("write_threads", WRITE_THREADS)), "endpoints": _endpoints()}
+
+
+def _clean_pass(sc, parsed, states: List[RunState], spec: BatchSpec, credentials: Optional[dict],
+                now: float) -> None:
+    """Delete what the ok runs wrote, key by key in P hash partitions, each with 1/P of the WCU budget."""
+    acting = {i: s for i, s in enumerate(states) if s.ok and s.valid}
+    partitions = spec.write_parallelism or sc.defaultParallelism
+    config = _maintenance_config(spec, credentials, now, spec.max_write_capacity / partitions)
+    results = (_copies_by_key(parsed, acting, spec, partitions)
+               .mapPartitions(lambda keys: _clean_partition(keys, config)))
+    _collect_outcomes(results, acting, spec, "deleting", "delete_failures", "deleted")
+
+
+def _verify_pass(sc, parsed, states: List[RunState], spec: BatchSpec, credentials: Optional[dict],
+                 now: float) -> None:
+    """Check the ok runs' keys (or each run's sample of spec.sample keys), each partition with 1/P of the RCU budget."""
+    acting = {i: s for i, s in enumerate(states) if s.ok and s.valid}
+    partitions = spec.write_parallelism or sc.defaultParallelism
+    config = _maintenance_config(spec, credentials, now, spec.max_read_capacity / partitions)
+    keys = _copies_by_key(parsed, acting, spec, partitions)
+    if spec.sample:
+        keys = _draw_sample(sc, keys, acting, spec, now, partitions)
+        if keys is None:
+            return
+    results = keys.mapPartitions(lambda k: _verify_partition(k, config))
+    _collect_outcomes(results, acting, spec, "reading", "read_failures", "read")
+
+
+def _draw_sample(sc, keys, acting: Dict[int, RunState], spec: BatchSpec, now: float, partitions: int):
+    """Each run's sample as keys of the same shape, its other keys counted (duplicates, expired, not sampled)."""
+    from spark import maintenance as mt
+
+    k, seed, ttl_days = spec.sample, spec.sample_seed, spec.ttl_days
+    try:
+        samples = dict(keys.flatMap(lambda kv: mt.sample_entries(kv[0][0], kv[0][1], kv[1], ttl_days, now, seed))
+                       .aggregateByKey(mt.empty_sample(), partial(mt.sample_add, k), partial(mt.sample_merge, k),
+                                       max(1, min(partitions, len(acting))))
+                       .collect())
+    except Exception as e:  # noqa: BLE001 - Spark itself failed: no run can be checked
+        for s in acting.values():
+            s.fail(f"sampling failed: {_spark_error(e)}")
+        return None
+    by_run = {s.run: s for s in acting.values()}
+    for run, drawn in samples.items():
+        counts = by_run[run].report["counts"]
+        counts["in_run_duplicates"] += drawn["in_run_duplicates"]
+        counts["expired"] += drawn["expired"]
+        counts["not_sampled"] += drawn["eligible"] - len(drawn["heap"])
+    chosen = sorted(mt.sampled_keys(samples).items())
+    return sc.parallelize(chosen, max(1, min(partitions, len(chosen))))
+
+
+def _clean_partition(keys: Iterator, config: dict) -> Iterator[dict]:
+    from spark.maintenance import delete_items, split_copies
+    from spark.ratelimit import TokenBucket
+
+    def delete(targets: Iterator) -> Dict[str, Dict[str, int]]:
+        client = _client("dynamodb", config["endpoints"], config["region"], config["credentials"])
+        return delete_items(targets, client=client, table=config["table"], limiter=TokenBucket(config["rate"]),
+                            max_retry_seconds=config["max_retry_seconds"], concurrency=config["threads"])
+
+    yield _settle_and_act(keys, split_copies, delete, "delete_failures")
+
+
+def _verify_partition(keys: Iterator, config: dict) -> Iterator[dict]:
+    from spark.maintenance import check_items, split_copies
+    from spark.ratelimit import TokenBucket
+
+    examples: Dict[str, List[str]] = {}
+
+    def check(targets: Iterator) -> Dict[str, Dict[str, int]]:
+        client = _client("dynamodb", config["endpoints"], config["region"], config["credentials"])
+        result = check_items(targets, client=client, table=config["table"], read_limiter=TokenBucket(config["rate"]),
+                             max_retry_seconds=config["max_retry_seconds"], concurrency=config["threads"])
+        examples.update(result.examples)
+        return result.counts
+
+    result = _settle_and_act(keys, partial(split_copies, ttl_days=config["ttl_days"], now=config["now"]), check,
+                             "read_failures")
+    result["examples"] = examples
+    yield result
+
+
+def _settle_and_act(keys: Iterator, split, act, failures: str) -> dict:
+    """Split each key's copies into targets and settled outcomes, and act on the targets (delete or check).
+
+    When `act` raises, every target of the partition counts as a failure and the error is returned: nothing is
+    counted twice and every copy is counted once.
+    """
+    outcomes: Dict[str, Dict[str, int]] = {}
+    owed: Dict[str, int] = {}
+
+    def add(run: str, name: str, n: int) -> None:
+        row = outcomes.setdefault(run, {})
+        row[name] = row.get(name, 0) + n
+
+    def targets() -> Iterator:
+        for (event_id, fingerprint), copies in keys:
+            chosen, settled = split(copies)
+            for run, outcome, n in settled:
+                add(run, outcome, n)
+            for _, run in chosen:
+                owed[run] = owed.get(run, 0) + 1
+            if chosen:
+                yield event_id, fingerprint, chosen
+
+    pending = targets()
+    error = None
+    try:
+        done = act(pending)
+    except Exception as e:  # noqa: BLE001 - the partition's runs fail with this line
+        error = _one_line(e)
+        for _ in pending:  # settle the keys not reached yet
+            pass
+        done = {run: {failures: n} for run, n in owed.items()}
+    for run, row in done.items():
+        for name, n in row.items():
+            if n:
+                add(run, name, n)
+    return {"outcomes": outcomes, "error": error}
 
 
 def _endpoints() -> Dict[str, str]:
@@ -500,19 +670,22 @@ def _write_partition(keys: Iterator, config: dict) -> Iterator[dict]:
 
 def _finish_report(s: RunState, read_s: float, write_s: float) -> None:
     report, counts = s.report, s.report["counts"]
-    counts.setdefault("wcu_consumed", 0)
+    mode = report["mode"]
+    outcomes = MODE_OUTCOMES[mode]
+    counts.setdefault("rcu_consumed" if mode == "verify" else "wcu_consumed", 0)
     report["valid_events"] = s.valid
-    report["timings"] = {"read_s": round(read_s, 3), "write_s": round(write_s, 3)}
-    settled = sum(counts[k] for k in OUTCOMES) - counts["no_fingerprint"]
+    report["timings"] = {"read_s": round(read_s, 3), _ACTION_TIMING[mode]: round(write_s, 3)}
+    settled = sum(counts[k] for k in outcomes) - counts["no_fingerprint"]
     if not s.ok and not report["count_only"] and settled != s.valid:
-        # A failed run owes all its valid events: whatever part of them was settled is reported as not written.
-        for k in OUTCOMES:
+        # A failed run owes all its valid events: whatever part of them was settled is reported as not written
+        # (not cleaned, not checked).
+        for k in outcomes:
             if k != "no_fingerprint":
                 counts[k] = 0
-        counts["not_written"] = s.valid
-    if not counts_add_up(counts):  # a bug, not an input problem: say so rather than mark the run
+        counts[MODE_FAILURES[mode][1]] = s.valid
+    if not counts_add_up(counts, mode):  # a bug, not an input problem: say so rather than mark the run
         s.fail("internal error: the run's counts do not add up")
-    summary = ", ".join(f"{k}={counts[k]}" for k in OUTCOMES if counts[k])
+    summary = ", ".join(f"{k}={counts[k]}" for k in outcomes if counts[k])
     malformed = sum(counts["malformed"].values())
     LOG.info("run %s: %s; lines=%d, malformed=%d%s%s", s.run, report["status"], counts["lines"], malformed,
              f", {summary}" if summary else "", f"; {report['errors'][0]}" if report["errors"] else "")
@@ -527,6 +700,11 @@ def _save_report(reports: Location, s: RunState) -> bool:
     except Exception as e:  # noqa: BLE001
         LOG.error("run %s: cannot write its report to %s: %s", s.run, target.uri, _one_line(e))
         return False
+
+
+_PASSES = {"populate": _write_pass, "clean": _clean_pass, "verify": _verify_pass}
+_ACTION_TIMING = {"populate": "write_s", "clean": "delete_s", "verify": "check_s"}
+_ACTION_PHASES = {"populate": "writing", "clean": "deleting", "verify": "checking"}
 
 
 # --- errors -------------------------------------------------------------------------------------------------

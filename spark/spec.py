@@ -11,6 +11,9 @@ from typing import List, Optional
 
 WRITE_MODES = ("conditional", "fast")
 ETL_TIME_MODES = ("run", "event")
+# populate: write the runs' items; clean: delete the items the runs wrote (etlTime equal to theirs); verify: read
+# that every valid event has its item with an etlTime at or before its run's, writing nothing.
+JOB_MODES = ("populate", "clean", "verify")
 
 
 @dataclass
@@ -32,9 +35,17 @@ class BatchSpec:
     max_retry_seconds: float = 600.0  # how long one item may keep being throttled before its run fails
     count_only: bool = False  # parse and count, write nothing (the dry run's --count-events)
     now: Optional[float] = None  # epoch seconds used for expiry; None = the job's clock
+    mode: str = "populate"  # one of JOB_MODES; clean writes at max_write_capacity (1 WCU per DeleteItem)
+    max_read_capacity: float = 0.0  # RCU/s for the verify mode's reads, shared by all its reading tasks
+    sample: int = 0  # verify: check this many keys per run, a deterministic random sample; 0 = every key
+    sample_seed: int = 0  # verify: another seed draws another sample
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
+        if self.mode not in JOB_MODES:
+            raise ValueError(f"mode must be one of {JOB_MODES}, not {self.mode!r}")
+        if not isinstance(self.sample, int) or self.sample < 0:
+            raise ValueError(f"sample must be a whole number of keys, 0 or more, not {self.sample!r}")
         if self.write_mode not in WRITE_MODES:
             raise ValueError(f"write_mode must be one of {WRITE_MODES}, not {self.write_mode!r}")
         if self.etl_time not in ETL_TIME_MODES:

@@ -41,7 +41,7 @@ BASE_DELAY = 0.05
 MAX_DELAY = 5.0
 COUNT_NAMES = ("written", "already_present", "write_failures", "throttle_retries", "wcu_consumed")
 _WRITTEN, _PRESENT, _FAILED, _RETRIES, _WCU = range(5)
-_THROTTLE, _TRANSIENT = "throttle", "transient"
+THROTTLE, TRANSIENT = "throttle", "transient"  # what TableRequests.retry_kind says of an error
 _KEY_LIKE = re.compile(r"\b(?:AKIA|ASIA)[A-Z0-9]{16}\b")
 
 
@@ -121,17 +121,32 @@ def write_items(
     """
     if mode not in WRITE_MODES:
         raise ValueError(f"write mode must be one of {', '.join(WRITE_MODES)}, not {mode!r}")
-    writer = _Writer(client, table, limiter, read_limiter, max_retry_seconds, clock, sleep)
+    writer = TableRequests(client, table, limiter, read_limiter, max_retry_seconds, clock, sleep)
     handle = writer.put_conditional_chunk if mode == "conditional" else writer.write_chunk
     chunk_size = CONDITIONAL_CHUNK if mode == "conditional" else BATCH_GET_SIZE
+    totals: Dict[str, Dict[str, int]] = {}
+    for tally in in_threads(items, handle, chunk_size, concurrency):
+        for run, row in tally.items():
+            counts = totals.setdefault(run, dict.fromkeys(COUNT_NAMES, 0))
+            for name, value in zip(COUNT_NAMES, row):
+                counts[name] += value
+    return totals
+
+
+def in_threads(items: Iterable, handle: Callable[[list, dict], None], chunk_size: int, concurrency: int) -> List[dict]:
+    """Hand `items` in chunks to `concurrency` threads calling handle(chunk, tally), each with a tally of its own.
+
+    Threads hide DynamoDB's latency (boto3 waits outside the GIL). The first error stops every thread and is raised
+    here; otherwise the tallies are returned for the caller to add up.
+    """
     source = iter(items)
     source_lock = threading.Lock()
     stop = threading.Event()
     errors: List[BaseException] = []
-    tallies: List[Dict[str, list]] = []
+    tallies: List[dict] = []
 
     def work() -> None:
-        tally: Dict[str, list] = {}
+        tally: dict = {}
         tallies.append(tally)
         try:
             while not stop.is_set():
@@ -147,20 +162,15 @@ def write_items(
     if concurrency <= 1:
         work()
     else:
-        threads = [threading.Thread(target=work, name=f"dynamodb-writer-{i}", daemon=True) for i in range(concurrency)]
+        threads = [threading.Thread(target=work, name=f"dynamodb-writer-{i}", daemon=True)
+                   for i in range(concurrency)]
         for t in threads:
             t.start()
         for t in threads:
             t.join()
     if errors:
         raise errors[0]
-    totals: Dict[str, Dict[str, int]] = {}
-    for tally in tallies:
-        for run, row in tally.items():
-            counts = totals.setdefault(run, dict.fromkeys(COUNT_NAMES, 0))
-            for name, value in zip(COUNT_NAMES, row):
-                counts[name] += value
-    return totals
+    return tallies
 
 
 def _wcu(item: ManifestItem) -> int:
@@ -179,8 +189,8 @@ def _one_line(text: str) -> str:
     return _KEY_LIKE.sub("<redacted>", " ".join(str(text).split()))
 
 
-class _Writer:
-    """What every request of one write_items call shares: client, table, budgets, clock and jitter."""
+class TableRequests:
+    """What every request of one call shares: client, table, budgets, clock and jitter (spark.maintenance too)."""
 
     def __init__(self, client, table, limiter, read_limiter, max_retry_seconds, clock, sleep):
         self.client = client
@@ -204,14 +214,14 @@ class _Writer:
             error = exc.response.get("Error", {})
             code = error.get("Code", "")
             if code in THROTTLE_CODES:
-                return _THROTTLE
+                return THROTTLE
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             if code in TRANSIENT_CODES or status >= 500:
-                return _TRANSIENT
+                return TRANSIENT
             message = f"DynamoDB {operation} on table {self.table} failed: {code}: {error.get('Message', '')}"
             raise WriteError(_one_line(message)) from None
         if isinstance(exc, (BotoConnectionError, HTTPClientError)):
-            return _TRANSIENT
+            return TRANSIENT
         raise exc
 
     # conditional mode
@@ -249,7 +259,7 @@ class _Writer:
             if self.clock() - started >= self.max_retry_seconds:
                 row[_FAILED] += 1
                 return
-            if kind == _THROTTLE:
+            if kind == THROTTLE:
                 row[_RETRIES] += 1
             self.backoff(attempt)
             attempt += 1
@@ -300,14 +310,14 @@ class _Writer:
                     etl = found.get("etlTime")
                     existing[(found["eventId"]["S"], found["fingerprint"]["S"])] = int(etl["N"]) if etl else -1
                 keys = response.get("UnprocessedKeys", {}).get(self.table, {}).get("Keys", [])
-                kind = _THROTTLE
+                kind = THROTTLE
             except Exception as e:  # noqa: BLE001 - sorted by retry_kind
                 kind = self.retry_kind(e, "BatchGetItem")
             if not keys:
                 break
             if self.clock() - started >= self.max_retry_seconds:
                 return existing, {(k["eventId"]["S"], k["fingerprint"]["S"]) for k in keys}
-            if kind == _THROTTLE:
+            if kind == THROTTLE:
                 for k in keys:
                     _row(tally, unique[(k["eventId"]["S"], k["fingerprint"]["S"])].run)[_RETRIES] += 1
             self.backoff(attempt)
@@ -328,7 +338,7 @@ class _Writer:
             try:
                 response = self.client.batch_write_item(RequestItems={self.table: requests})
                 left = response.get("UnprocessedItems", {}).get(self.table)
-                kind = _THROTTLE
+                kind = THROTTLE
             except Exception as e:  # noqa: BLE001 - sorted by retry_kind
                 left = requests
                 kind = self.retry_kind(e, "BatchWriteItem")
@@ -351,7 +361,7 @@ class _Writer:
                 for item in pending:
                     _row(tally, item.run)[_FAILED] += 1
                 return
-            if kind == _THROTTLE:
+            if kind == THROTTLE:
                 for item in pending:
                     _row(tally, item.run)[_RETRIES] += 1
             self.backoff(attempt)

@@ -1,0 +1,293 @@
+"""Undoing and proving a backfill: conditional deletes of the items runs wrote, and reads that check them.
+
+Both take keys the job has already collapsed: (event_id, fingerprint, targets), the targets being the (etlTime, run)
+of each run of the batch holding the key, etlTime what the populator writes for that run (same parsing, same rule).
+Requests, retries, backoff and budgets are the write path's (spark.writer), so throttling is handled alike.
+
+- clean: DeleteItem conditioned on `etlTime = :etl`, returning the item when the condition fails, so one request
+  tells deleted, not present, and kept (an item with another etlTime: another run's, never touched). A key's targets
+  go earliest first; a failed condition naming another target's etlTime moves straight to that one. A DeleteItem
+  costs 1 WCU whatever its outcome (manifest items are far below 1 KB).
+- verify: BatchGetItem, strongly consistent (1 RCU per key): a proof must see writes made a moment ago.
+
+A run's sample is its K eligible keys of smallest hash(seed, run, key): uniform, without replacement, and the same
+on every attempt and in every process (Python's str hash is salted per process, so it is not used).
+"""
+from __future__ import annotations
+
+import hashlib
+import heapq
+import time
+from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+
+from botocore.exceptions import ClientError
+
+from spark.events import Copies, is_expired, ttl_for
+from spark.ratelimit import TokenBucket
+from spark.report import MAX_EXAMPLES
+from spark.writer import (
+    BATCH_GET_SIZE,
+    CONDITIONAL_CHUNK,
+    COUNT_NAMES,
+    THROTTLE,
+    ManifestItem,
+    TableRequests,
+    in_threads,
+)
+
+Target = Tuple[int, str]  # (etlTime the run writes for the key, run id)
+KeyTargets = Tuple[str, str, List[Target]]  # (event_id, fingerprint, targets earliest first)
+DELETE_CONDITION = "etlTime = :etl"
+CLEAN_COUNTS = ("deleted", "not_present", "kept_older", "kept_newer", "delete_failures", "throttle_retries",
+                "wcu_consumed")
+VERIFY_COUNTS = ("found", "missing", "later_etl_time", "read_failures", "throttle_retries", "rcu_consumed")
+_DELETED, _ABSENT, _OTHER, _FAILED = "deleted", "absent", "other", "failed"
+_READ_RETRIES = COUNT_NAMES.index("throttle_retries")  # where TableRequests.read_existing counts its retries
+
+
+class CheckResult(NamedTuple):
+    counts: Dict[str, Dict[str, int]]  # per run, VERIFY_COUNTS
+    examples: Dict[str, List[str]]  # per run, up to MAX_EXAMPLES missing or late keys (event ids, no personal data)
+
+
+# --- pure rules ---------------------------------------------------------------------------------------------
+
+def split_copies(copies: Copies, ttl_days: Optional[int] = None,
+                 now: Optional[float] = None) -> Tuple[List[Target], List[Tuple[str, str, int]]]:
+    """A key's targets, earliest first, and what its other copies come to as (run, outcome, n).
+
+    Extra copies within a run are in-run duplicates. With `ttl_days`, a copy whose ttl is already past is expired
+    and no target: the populator never writes it and DynamoDB deletes it.
+    """
+    targets: List[Target] = []
+    settled = []
+    for etl, run, n in copies:
+        if n > 1:
+            settled.append((run, "in_run_duplicates", n - 1))
+        if ttl_days is not None and is_expired(ttl_for(etl, ttl_days), now):
+            settled.append((run, "expired", 1))
+        else:
+            targets.append((etl, run))
+    return sorted(targets), settled
+
+
+def sample_hash(seed: int, run: str, event_id: str, fingerprint: str) -> int:
+    """The key's place in the run's sample order: the same in every process."""
+    text = f"{seed}\t{run}\t{event_id}\t{fingerprint}".encode()
+    return int.from_bytes(hashlib.blake2b(text, digest_size=8).digest(), "big")
+
+
+def empty_sample() -> dict:
+    """A run's share of the verify sample while keys are drawn: its counts and its heap of (-hash, key, etlTime)."""
+    return {"in_run_duplicates": 0, "expired": 0, "eligible": 0, "heap": []}
+
+
+def sample_entries(event_id: str, fingerprint: str, copies: Copies, ttl_days: int, now: float,
+                   seed: int) -> List[tuple]:
+    """(run, entry) pairs of one key for sample_add: its counts per run, and each eligible copy as a candidate."""
+    targets, settled = split_copies(copies, ttl_days, now)
+    out: List[tuple] = [(run, (outcome, n)) for run, outcome, n in settled]
+    out += [(run, ("eligible", (-sample_hash(seed, run, event_id, fingerprint), event_id, fingerprint, etl)))
+            for etl, run in targets]
+    return out
+
+
+def sample_add(k: int, acc: dict, entry: tuple) -> dict:
+    """Fold one entry into a run's sample, keeping its k candidates of smallest hash."""
+    name, value = entry
+    if name != "eligible":
+        acc[name] += value
+        return acc
+    acc["eligible"] += 1
+    heap = acc["heap"]
+    if len(heap) < k:
+        heapq.heappush(heap, value)
+    elif value > heap[0]:  # a smaller hash than the largest kept
+        heapq.heapreplace(heap, value)
+    return acc
+
+
+def sample_merge(k: int, a: dict, b: dict) -> dict:
+    for name in ("in_run_duplicates", "expired", "eligible"):
+        a[name] += b[name]
+    a["eligible"] -= len(b["heap"])  # sample_add counts each candidate again
+    for value in b["heap"]:
+        sample_add(k, a, ("eligible", value))
+    return a
+
+
+def sampled_keys(samples: Dict[str, dict]) -> Dict[Tuple[str, str], Copies]:
+    """The keys drawn for every run, as the job keys them: (event_id, fingerprint) -> ((etlTime, run, 1), ...)."""
+    keys: Dict[Tuple[str, str], Copies] = {}
+    for run in sorted(samples):
+        for _, event_id, fingerprint, etl in samples[run]["heap"]:
+            keys[(event_id, fingerprint)] = keys.get((event_id, fingerprint), ()) + ((etl, run, 1),)
+    return keys
+
+
+# --- clean: conditional deletes -----------------------------------------------------------------------------
+
+def delete_items(
+    keys: Iterable[KeyTargets],
+    *,
+    client,
+    table: str,
+    limiter: TokenBucket,
+    max_retry_seconds: float = 600.0,
+    concurrency: int = 8,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Dict[str, Dict[str, int]]:
+    """Delete the items the targets' runs wrote; per run CLEAN_COUNTS, each target counted once.
+
+    `limiter` is taken 1 WCU per DeleteItem before it is sent, retries included. A target still throttled after
+    `max_retry_seconds` is a delete failure, never raised; other errors raise writer.WriteError.
+    """
+    requests = TableRequests(client, table, limiter, None, max_retry_seconds, clock, sleep)
+
+    def handle(chunk: List[KeyTargets], tally: dict) -> None:
+        for event_id, fingerprint, targets in chunk:
+            _clean_key(requests, event_id, fingerprint, targets, tally)
+
+    return _add_up(in_threads(keys, handle, CONDITIONAL_CHUNK, concurrency), CLEAN_COUNTS)
+
+
+def _clean_key(requests: TableRequests, event_id: str, fingerprint: str, targets: List[Target],
+               tally: dict) -> None:
+    etls = sorted({etl for etl, _ in targets})
+    runs_of = {etl: [run for e, run in targets if e == etl] for etl in etls}
+    i = 0
+    while i < len(etls):
+        first = runs_of[etls[i]][0]
+        outcome, old, retries = _delete(requests, event_id, fingerprint, etls[i])
+        _bump(tally, first, "throttle_retries", retries)
+        if outcome == _FAILED:
+            _bump_all(tally, runs_of, etls[i:], "delete_failures")
+            return
+        _bump(tally, first, "wcu_consumed", 1)
+        if outcome == _DELETED:
+            _bump_all(tally, runs_of, etls[i:i + 1], "deleted")
+            _bump_all(tally, runs_of, etls[i + 1:], "not_present")  # gone with this delete
+            return
+        if outcome == _ABSENT:
+            _bump_all(tally, runs_of, etls[i:], "not_present")
+            return
+        following = etls.index(old, i + 1) if old in etls[i + 1:] else len(etls)
+        for etl in etls[i:following]:
+            _bump_all(tally, runs_of, [etl], "kept_older" if old < etl else "kept_newer")
+        i = following  # the target whose etlTime the item holds, if any
+
+
+def _delete(requests: TableRequests, event_id: str, fingerprint: str, etl: int) -> Tuple[str, int, int]:
+    """One conditional delete: (outcome, the item's etlTime when another (-1 if it has none), throttle retries)."""
+    request = {
+        "TableName": requests.table,
+        "Key": {"eventId": {"S": event_id}, "fingerprint": {"S": fingerprint}},
+        "ConditionExpression": DELETE_CONDITION,
+        "ExpressionAttributeValues": {":etl": {"N": str(etl)}},
+        "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
+    }
+    started = None
+    attempt = retries = 0
+    while True:
+        requests.limiter.take(1)
+        if started is None:
+            started = requests.clock()
+        try:
+            requests.client.delete_item(**request)
+            return _DELETED, etl, retries
+        except Exception as e:  # noqa: BLE001 - sorted by retry_kind
+            if isinstance(e, ClientError) and e.response.get("Error", {}).get("Code") == \
+                    "ConditionalCheckFailedException":
+                item = e.response.get("Item")
+                if not item:
+                    return _ABSENT, 0, retries
+                return _OTHER, int(item["etlTime"]["N"]) if "etlTime" in item else -1, retries
+            kind = requests.retry_kind(e, "DeleteItem")
+        if requests.clock() - started >= requests.max_retry_seconds:
+            return _FAILED, 0, retries
+        if kind == THROTTLE:
+            retries += 1
+        requests.backoff(attempt)
+        attempt += 1
+
+
+# --- verify: reads ------------------------------------------------------------------------------------------
+
+def check_items(
+    keys: Iterable[KeyTargets],
+    *,
+    client,
+    table: str,
+    read_limiter: TokenBucket,
+    max_retry_seconds: float = 600.0,
+    concurrency: int = 8,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], None] = time.sleep,
+) -> CheckResult:
+    """Read every key and check each target: found (etlTime at or before the target's), missing, or later.
+
+    `read_limiter` is taken 1 RCU per key of each BatchGetItem before it is sent, retries included. Keys still
+    unread after `max_retry_seconds` are read failures; other errors raise writer.WriteError. Never writes.
+    """
+    requests = TableRequests(client, table, None, read_limiter, max_retry_seconds, clock, sleep)
+
+    def handle(chunk: List[KeyTargets], tally: dict) -> None:
+        owners: Dict[Tuple[str, str], ManifestItem] = {}
+        targets_of: Dict[Tuple[str, str], List[Target]] = {}
+        for event_id, fingerprint, targets in chunk:
+            key = (event_id, fingerprint)
+            targets_of.setdefault(key, []).extend(targets)
+            owners.setdefault(key, ManifestItem(event_id, fingerprint, targets[0][0], 0, targets[0][1]))
+        retry_rows: Dict[str, list] = {}
+        existing, unread = requests.read_existing(owners, retry_rows)
+        for run, row in retry_rows.items():
+            _bump(tally, run, "throttle_retries", row[_READ_RETRIES])
+        for key, targets in targets_of.items():
+            if key in unread:
+                for _, run in targets:
+                    _bump(tally, run, "read_failures", 1)
+                continue
+            _bump(tally, owners[key].run, "rcu_consumed", 1)
+            held = existing.get(key)
+            for etl, run in targets:
+                if held is not None and held <= etl:  # -1: an item without etlTime still stops the shredder
+                    _bump(tally, run, "found", 1)
+                    continue
+                _bump(tally, run, "missing" if held is None else "later_etl_time", 1)
+                examples = tally.setdefault(("examples", run), [])
+                if len(examples) < MAX_EXAMPLES:
+                    what = "absent" if held is None else f"etlTime {held} after the run's {etl}"
+                    examples.append(f"{key[0]} {key[1]}: {what}")
+
+    tallies = in_threads(keys, handle, BATCH_GET_SIZE, concurrency)
+    examples: Dict[str, List[str]] = {}
+    for tally in tallies:
+        for name in [k for k in tally if isinstance(k, tuple)]:
+            run = name[1]
+            examples[run] = (examples.get(run, []) + tally.pop(name))[:MAX_EXAMPLES]
+    return CheckResult(_add_up(tallies, VERIFY_COUNTS), examples)
+
+
+# --- tallies ------------------------------------------------------------------------------------------------
+
+def _bump(tally: dict, run: str, name: str, n: int) -> None:
+    if n:
+        row = tally.setdefault(run, {})
+        row[name] = row.get(name, 0) + n
+
+
+def _bump_all(tally: dict, runs_of: Dict[int, List[str]], etls: Iterable[int], name: str) -> None:
+    for etl in etls:
+        for run in runs_of[etl]:
+            _bump(tally, run, name, 1)
+
+
+def _add_up(tallies: List[dict], names: Tuple[str, ...]) -> Dict[str, Dict[str, int]]:
+    totals: Dict[str, Dict[str, int]] = {}
+    for tally in tallies:
+        for run, row in tally.items():
+            counts = totals.setdefault(run, dict.fromkeys(names, 0))
+            for name, value in row.items():
+                counts[name] += value
+    return totals
