@@ -1,11 +1,15 @@
 """luigi.cfg is the documented source of every default: it must name each parameter with the code's value."""
 import configparser
 
+import luigi
+import pytest
+
 from pipeline.estimate import Prices
+from pipeline.maintenance import CleanManifest, VerifyManifest
 from pipeline.tasks import PopulateManifest
 from tests.cli import ROOT
 
-REQUIRED = {"enriched_archive", "storage_config", "resolver", "output_json"}
+REQUIRED = {"enriched_archive", "storage_config", "resolver"}
 
 
 def read_cfg():
@@ -14,13 +18,26 @@ def read_cfg():
     return cfg
 
 
-def test_every_parameter_has_its_default_in_luigi_cfg():
-    section = read_cfg()["PopulateManifest"]
-    for name, param in PopulateManifest.get_params():
+@pytest.mark.parametrize("task", [PopulateManifest, CleanManifest, VerifyManifest])
+def test_every_parameter_has_its_default_in_luigi_cfg(task):
+    """A task's own section, or [PopulateManifest] for what it shares with it, names each default."""
+    cfg = read_cfg()
+    for name, param in task.get_params():
         if name in REQUIRED:
             continue
-        assert name in section, f"luigi.cfg [PopulateManifest] lacks {name}"
+        section = cfg[task.__name__] if name in cfg[task.__name__] else cfg["PopulateManifest"]
+        assert name in section, f"luigi.cfg has no default for {task.__name__} --{name.replace('_', '-')}"
         assert param.parse(section[name]) == param._default, name
+
+
+def test_maintenance_tasks_read_shared_settings_from_populate_section():
+    config = luigi.configuration.get_config()
+    config.set("PopulateManifest", "markers", "s3://ops/elsewhere")
+    try:
+        task = CleanManifest(storage_config="s.json", resolver="r.json", runs="2026-05-01-00-00-00")
+        assert task.markers == "s3://ops/elsewhere"
+    finally:
+        config.remove_option("PopulateManifest", "markers")
 
 
 def test_retcodes_and_pricing_match_the_code():
