@@ -37,6 +37,7 @@ class Params:
     on_demand_capacity: float = 1000.0
     write_mode: str = "fast"
     parallel_batches: int = 1
+    method: str = "write"  # write: the job writes the items; import: a new table by ImportTable (importer.py)
 
 
 @dataclass
@@ -99,6 +100,9 @@ def check_params(p: Params) -> Tuple[Location, Location, Optional[str]]:
             "--write-mode fast relies on no concurrent writer of earlier etlTimes: it cannot run batches in "
             "parallel (use --workers 1 or --write-mode conditional)"
         )
+    from .importer import check_method  # here: importer builds on the tasks, which build on this module
+
+    check_method(p.method, markers)
     if p.max_write_capacity < 0:
         raise PipelineError(f"--max-write-capacity must be positive, not {p.max_write_capacity}")
     return archive, markers, since
@@ -117,15 +121,24 @@ def make_plan(p: Params, dynamodb=None, s3=None) -> Plan:
     if not storage.exists(ctx.archive, s3):
         raise PipelineError(f"enriched archive {ctx.archive.uri} does not exist or is empty")
     dynamodb = dynamodb or ctx.config.boto3_session().client("dynamodb")
-    info = table.ensure_table(dynamodb, ctx.config.table, ctx.config.region, p.create_table)
-    budget = table.write_budget(info, p.max_write_capacity, p.capacity_fraction, p.on_demand_capacity)
+    if p.method == "import":  # the import creates the table: it must not exist (checked below, with the runs)
+        info = table.describe_table(dynamodb, ctx.config.table, ctx.config.region)
+        budget = float(p.on_demand_capacity)
+    else:
+        info = table.ensure_table(dynamodb, ctx.config.table, ctx.config.region, p.create_table)
+        budget = table.write_budget(info, p.max_write_capacity, p.capacity_fraction, p.on_demand_capacity)
     all_runs, skipped = runs.enumerate_runs(ctx.archive, s3)
     in_scope, before = runs.split_since(all_runs, ctx.since)
     skipped += [{"run": r, "reason": f"before --since {ctx.since}"} for r in before]
     done = ctx.store.done_runs()
     todo = [r for r in in_scope if r not in done]
-    plan = Plan(ctx, info, budget, sorted(done & set(in_scope)), todo, skipped,
-                runs.make_batches(todo, p.batch_size) if todo else [])
+    batches = runs.make_batches(todo, p.batch_size) if todo else []
+    if p.method == "import":  # one job over every run to do: keys settle across all of them
+        from .importer import check_import_plan, import_id
+
+        check_import_plan(ctx.store, info, ctx.config.table, ctx.config.region, ctx.backfill_id, todo)
+        batches = [(import_id(ctx.backfill_id, todo), list(todo))] if todo else []
+    plan = Plan(ctx, info, budget, sorted(done & set(in_scope)), todo, skipped, batches)
     log.info("%d runs in the archive, %d to do, %d already done, %d skipped; %d batches; budget %.0f WCU/s",
              len(all_runs), len(todo), len(plan.runs_done), len(skipped), len(plan.batches), budget)
     return plan

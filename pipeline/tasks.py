@@ -5,6 +5,7 @@ RunBatch runs one Spark job (local or an EMR step) and marks the runs its report
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -219,6 +220,8 @@ class PopulateManifest(_Backfill):
     """Back-fill the manifest from every run at or after --since; run it again to resume."""
 
     dry_run = luigi.BoolParameter(default=False, description="plan and estimate, submit nothing, write nothing")
+    method = luigi.Parameter(default="write", description="write: write items; import: create the table by "
+                                                          "DynamoDB ImportTable (the table must not exist)")
     output_json = luigi.Parameter(default="", description="also write the dry-run plan or the summary as JSON")
 
     def complete(self) -> bool:
@@ -226,6 +229,9 @@ class PopulateManifest(_Backfill):
 
     _plan: Optional[Plan] = None
     _started: float = 0.0
+
+    def plan_params(self) -> Params:
+        return dataclasses.replace(super().plan_params(), method=self.method)
 
     def plan(self) -> Plan:
         if self._plan is None:
@@ -240,6 +246,11 @@ class PopulateManifest(_Backfill):
         if self.runner == "emr" and plan.batches:  # once, before parallel batches could each create a cluster
             self.emr_runner(plan.context).ensure_cluster()
         kwargs = self.backfill_kwargs()
+        if self.method == "import":  # its one batch: every run to do, then ImportTable (importer.py)
+            from .importer import ImportBatch
+
+            return [ImportBatch(batch_id=bid, runs=list(batch), budget=plan.budget, **kwargs)
+                    for bid, batch in plan.batches]
         budget = plan.budget / plan.context.params.parallel_batches
         return [RunBatch(batch_id=bid, runs=list(batch), budget=budget, **kwargs) for bid, batch in plan.batches]
 

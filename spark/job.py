@@ -254,7 +254,14 @@ def _check_spec(spec: BatchSpec) -> Tuple[Location, Location]:
         if not spec.table or not spec.region:
             raise JobError("the batch spec must name the table and its region")
         capacity = "max_read_capacity" if spec.mode == "verify" else "max_write_capacity"
-        if not getattr(spec, capacity) > 0:
+        if spec.mode == "import":  # writes files, not items: no capacity is used
+            if not spec.staging:
+                raise JobError("an import batch spec must name its staging prefix")
+            try:
+                parse_location(spec.staging)
+            except LocationError as e:
+                raise JobError(f"staging: {e}") from None
+        elif not getattr(spec, capacity) > 0:
             raise JobError(f"{capacity} must be positive, not {getattr(spec, capacity)!r}")
     if not 0 <= spec.max_malformed_fraction <= 1:
         raise JobError(f"max_malformed_fraction must be between 0 and 1, not {spec.max_malformed_fraction!r}")
@@ -666,6 +673,66 @@ def _write_partition(keys: Iterator, config: dict) -> Iterator[dict]:
     yield {"outcomes": outcomes, "error": error}
 
 
+# --- import: staging the final items for DynamoDB's ImportTable ---------------------------------------------
+
+def _import_pass(sc, parsed, states: List[RunState], spec: BatchSpec, credentials: Optional[dict],
+                 now: float) -> None:
+    """Collapse the ok runs' events by key across the whole batch and stage each partition's winners as one
+    gzip object of DynamoDB JSON lines: the earliest (etlTime, run) of a key is its item, as a write would leave."""
+    acting = {i: s for i, s in enumerate(states) if s.ok and s.valid}
+    partitions = spec.write_parallelism or sc.defaultParallelism
+    config = {"ttl_days": spec.ttl_days, "now": now, "write_expired": spec.write_expired, "staging": spec.staging,
+              "endpoints": _endpoints()}
+    results = (_copies_by_key(parsed, acting, spec, partitions)
+               .mapPartitionsWithIndex(lambda index, keys: _stage_partition(index, keys, config)))
+    _collect_outcomes(results, acting, spec, "staging", "write_failures", "staged")
+
+
+def import_line(event_id: str, fingerprint: str, etl_time: int, ttl: int) -> bytes:
+    """One item as ImportTable's DYNAMODB_JSON input format reads it: {"Item": {...}} on a line."""
+    item = {"eventId": {"S": event_id}, "fingerprint": {"S": fingerprint}, "etlTime": {"N": str(etl_time)},
+            "ttl": {"N": str(ttl)}}
+    return json.dumps({"Item": item}, separators=(",", ":")).encode("utf-8") + b"\n"
+
+
+def _stage_partition(index: int, keys: Iterator, config: dict) -> Iterator[dict]:
+    """Settle one partition's keys and write its winners to <staging>/part-<index>.json.gz (none when empty).
+
+    The object's name depends only on the partition, so a retried task replaces its own object.
+    """
+    import gzip
+    import io
+
+    outcomes: Dict[str, Dict[str, int]] = {}
+    winners: Dict[str, int] = {}
+    ttl_days, now, write_expired = config["ttl_days"], config["now"], config["write_expired"]
+
+    def add(run: str, name: str, n: int) -> None:
+        row = outcomes.setdefault(run, {})
+        row[name] = row.get(name, 0) + n
+
+    buffer = io.BytesIO()
+    error = None
+    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as out:
+        for (event_id, fingerprint), copies in keys:
+            winner, settled = ev.settle(copies, ttl_days, now, write_expired)
+            for run, outcome, n in settled:
+                add(run, outcome, n)
+            if winner is not None:
+                etl, run = winner
+                winners[run] = winners.get(run, 0) + 1
+                out.write(import_line(event_id, fingerprint, etl, ev.ttl_for(etl, ttl_days)))
+    if winners:
+        try:
+            target = parse_location(config["staging"]).child(f"part-{index:05d}.json.gz")
+            write_bytes(target, buffer.getvalue(), _client("s3", config["endpoints"]) if target.is_s3 else None)
+        except Exception as e:  # noqa: BLE001 - the batch's runs fail with this line
+            error = _one_line(e)
+    for run, n in winners.items():
+        add(run, "write_failures" if error else "written", n)
+    yield {"outcomes": outcomes, "error": error}
+
+
 # --- reports ------------------------------------------------------------------------------------------------
 
 def _finish_report(s: RunState, read_s: float, write_s: float) -> None:
@@ -702,9 +769,9 @@ def _save_report(reports: Location, s: RunState) -> bool:
         return False
 
 
-_PASSES = {"populate": _write_pass, "clean": _clean_pass, "verify": _verify_pass}
-_ACTION_TIMING = {"populate": "write_s", "clean": "delete_s", "verify": "check_s"}
-_ACTION_PHASES = {"populate": "writing", "clean": "deleting", "verify": "checking"}
+_PASSES = {"populate": _write_pass, "clean": _clean_pass, "verify": _verify_pass, "import": _import_pass}
+_ACTION_TIMING = {"populate": "write_s", "clean": "delete_s", "verify": "check_s", "import": "stage_s"}
+_ACTION_PHASES = {"populate": "writing", "clean": "deleting", "verify": "checking", "import": "staging"}
 
 
 # --- errors -------------------------------------------------------------------------------------------------

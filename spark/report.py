@@ -46,10 +46,11 @@ VERIFY_OUTCOMES = (
     "read_failures",
     "not_checked",  # valid events of a run that failed before reading
 )
-MODE_OUTCOMES = {"populate": OUTCOMES, "clean": CLEAN_OUTCOMES, "verify": VERIFY_OUTCOMES}
+# import: the populate buckets, "written" meaning staged for ImportTable (nothing can be "already_present").
+MODE_OUTCOMES = {"populate": OUTCOMES, "clean": CLEAN_OUTCOMES, "verify": VERIFY_OUTCOMES, "import": OUTCOMES}
 # Per mode: the buckets that mean the run's work is not done, the last one being "never attempted".
 MODE_FAILURES = {"populate": ("write_failures", "not_written"), "clean": ("delete_failures", "not_cleaned"),
-                 "verify": ("read_failures", "not_checked")}
+                 "verify": ("read_failures", "not_checked"), "import": ("write_failures", "not_written")}
 
 
 def empty_counts(mode: str = "populate") -> Dict:

@@ -12,8 +12,9 @@ from typing import List, Optional
 WRITE_MODES = ("conditional", "fast")
 ETL_TIME_MODES = ("run", "event")
 # populate: write the runs' items; clean: delete the items the runs wrote (etlTime equal to theirs); verify: read
-# that every valid event has its item with an etlTime at or before its run's, writing nothing.
-JOB_MODES = ("populate", "clean", "verify")
+# that every valid event has its item with an etlTime at or before its run's, writing nothing; import: write the final
+# items of all the runs (collapsed across them) as gzip DynamoDB JSON to `staging`, for DynamoDB's ImportTable.
+JOB_MODES = ("populate", "clean", "verify", "import")
 
 
 @dataclass
@@ -39,6 +40,7 @@ class BatchSpec:
     max_read_capacity: float = 0.0  # RCU/s for the verify mode's reads, shared by all its reading tasks
     sample: int = 0  # verify: check this many keys per run, a deterministic random sample; 0 = every key
     sample_seed: int = 0  # verify: another seed draws another sample
+    staging: str = ""  # import: the prefix the job writes its part-NNNNN.json.gz objects under
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):
