@@ -1,10 +1,11 @@
 """A loopback S3 endpoint in front of a moto server that injects the transient faults of S3 and of networks.
 
-moto never fails, so the job's retries and resumed downloads would go untested. Per request, `fault_fraction` of
-them are answered HTTP 500 InternalError or have their connection reset, before anything is forwarded (botocore
-retries both); `cut_fraction` of the successful object downloads whose path starts with `cut_prefix` (path-style:
-/bucket/key) send their headers and only part of the body before the connection closes, which no client retries
-by itself: the reader must resume. Everything else is forwarded untouched.
+moto never fails, so the job's retries and resumed downloads would go untested. Of the requests whose path starts
+with `prefix` (path-style: /bucket/key, so "/archive" is one bucket), `fault_fraction` are answered HTTP 500
+InternalError or have their connection reset before anything is forwarded (botocore retries both), and the first
+download of `cut_fraction` of the objects sends its headers and only part of the body before the connection
+closes, which botocore does not retry for a streamed body: the reader must resume (later downloads of an object
+are whole, so a resuming reader always finishes). Everything else is forwarded untouched.
 
 Library: start_endpoint(...) -> (server, url), stop(server); server.counts holds what was injected.
 """
@@ -12,7 +13,8 @@ from __future__ import annotations
 
 import random
 import threading
-from typing import Dict, Optional, Tuple
+import urllib.parse
+from typing import Dict, Optional, Set, Tuple
 
 from bench.proxy import ProxyHandler, ProxyServer
 
@@ -21,15 +23,16 @@ INTERNAL_ERROR = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>Interna
 
 
 class FaultyS3Server(ProxyServer):
-    def __init__(self, address, upstream_url: str, fault_fraction: float, cut_fraction: float, cut_prefix: str,
+    def __init__(self, address, upstream_url: str, fault_fraction: float, cut_fraction: float, prefix: str,
                  seed: Optional[int]):
         super().__init__(address, upstream_url, _Handler)
         self.fault_fraction = fault_fraction
         self.cut_fraction = cut_fraction
-        self.cut_prefix = cut_prefix
+        self.prefix = prefix
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
         self.counts: Dict[str, int] = {"requests": 0, "500": 0, "reset": 0, "cut": 0}
+        self.downloaded: Set[str] = set()
 
     def draw(self, kind: str, fraction: float) -> bool:
         """Whether to inject `kind` now (counted when it is)."""
@@ -39,9 +42,13 @@ class FaultyS3Server(ProxyServer):
                 self.counts[kind] += 1
             return hit
 
-    def cut_point(self, length: int) -> int:
+    def cut_point(self, path: str, length: int) -> Optional[int]:
+        """Where to cut this download of the object at `path`: only ever its first, and None for most."""
         with self.lock:
-            return self.rng.randrange(1, length)
+            if path in self.downloaded:
+                return None
+            self.downloaded.add(path)
+        return self.rng.randrange(1, length) if self.draw("cut", self.cut_fraction) else None
 
 
 class _Handler(ProxyHandler):
@@ -51,6 +58,9 @@ class _Handler(ProxyHandler):
         server = self.server
         with server.lock:
             server.counts["requests"] += 1
+        if not self.path.startswith(server.prefix):
+            self.reply(*self.forward(body))
+            return
         if server.draw("500", server.fault_fraction / 2):
             self.reply(500, [("Content-Type", "application/xml")], INTERNAL_ERROR)
             return
@@ -58,21 +68,25 @@ class _Handler(ProxyHandler):
             self.drop_connection(reset=True)
             return
         status, headers, data = self.forward(body)
-        if (self.command == "GET" and status in (200, 206) and len(data) > 1 and self.path.startswith(server.cut_prefix)
-                and server.draw("cut", server.cut_fraction)):
-            self.reply(status, headers + [("Content-Length", str(len(data)))], data[:server.cut_point(len(data))])
-            self.drop_connection(reset=False)
+        path = urllib.parse.urlsplit(self.path).path
+        cut = None
+        if self.command == "GET" and path.strip("/").count("/") and status in (200, 206) and len(data) > 1:
+            cut = server.cut_point(path, len(data))  # an object (/bucket/key), not a listing
+        if cut is None:
+            self.reply(status, headers, data)
             return
-        self.reply(status, headers, data)
+        self.reply(status, headers + [("Content-Length", str(len(data)))], data[:cut])
+        self.drop_connection(reset=False)
 
 
-def start_endpoint(upstream_url: str, fault_fraction: float = 0.0, cut_fraction: float = 0.0, cut_prefix: str = "/",
+def start_endpoint(upstream_url: str, fault_fraction: float = 0.0, cut_fraction: float = 0.0, prefix: str = "/",
                    seed: Optional[int] = None, port: int = 0) -> Tuple[FaultyS3Server, str]:
     """Serve the faulty endpoint on 127.0.0.1 from a daemon thread; returns the server and its URL."""
-    for name, value in (("fault_fraction", fault_fraction), ("cut_fraction", cut_fraction)):
-        if not 0 <= value < 1:
-            raise ValueError(f"{name} must be at least 0 and below 1, not {value!r}")
-    server = FaultyS3Server(("127.0.0.1", port), upstream_url, fault_fraction, cut_fraction, cut_prefix, seed)
+    if not 0 <= fault_fraction < 1:  # at 1 no request would ever get through
+        raise ValueError(f"fault_fraction must be at least 0 and below 1, not {fault_fraction!r}")
+    if not 0 <= cut_fraction <= 1:
+        raise ValueError(f"cut_fraction must be between 0 and 1, not {cut_fraction!r}")
+    server = FaultyS3Server(("127.0.0.1", port), upstream_url, fault_fraction, cut_fraction, prefix, seed)
     threading.Thread(target=server.serve_forever, name="s3-faults", daemon=True).start()
     return server, server.url
 

@@ -170,9 +170,24 @@ def open_stream(loc: Location, client=None) -> IO[bytes]:
     return client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
 
 
-def read_bytes(loc: Location, client=None) -> bytes:
-    with open_stream(loc, client) as f:
-        return f.read()
+def read_bytes(loc: Location, client=None, attempts: int = 4) -> bytes:
+    """The whole object. botocore retries failed requests but not a body cut short: that download starts again."""
+    if not loc.is_s3:
+        with open(loc.key, "rb") as f:
+            return f.read()
+    from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+    client = client or s3_client()
+    for attempt in range(1, attempts + 1):
+        body = client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
+        try:
+            return body.read()  # unlike the raw stream, checks the length and wraps urllib3's errors
+        except (IncompleteReadError, ReadTimeoutError, ResponseStreamingError):
+            if attempt == attempts:
+                raise
+        finally:
+            body.close()
+    raise AssertionError("unreachable")
 
 
 def write_bytes(loc: Location, data: bytes, client=None, encrypt: bool = False, private: bool = False) -> None:

@@ -299,6 +299,7 @@ class TableRequests:
         started = None
         attempt = 0
         while keys:
+            before = len(keys)
             if self.read_limiter is not None:
                 self.read_limiter.take(len(keys))
             if started is None:
@@ -320,8 +321,8 @@ class TableRequests:
             if kind == THROTTLE:
                 for k in keys:
                     _row(tally, unique[(k["eventId"]["S"], k["fingerprint"]["S"])].run)[_RETRIES] += 1
+            attempt = 0 if len(keys) < before else attempt + 1  # progress resets the backoff
             self.backoff(attempt)
-            attempt += 1
         return existing, frozenset()
 
     def write_batch(self, batch: List[ManifestItem], tally: Dict[str, list]) -> None:
@@ -364,5 +365,5 @@ class TableRequests:
             if kind == THROTTLE:
                 for item in pending:
                     _row(tally, item.run)[_RETRIES] += 1
+            attempt = 0 if accepted else attempt + 1  # a round that got items through is not backed off further
             self.backoff(attempt)
-            attempt += 1
