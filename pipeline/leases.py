@@ -48,7 +48,7 @@ class LeaseLost(PipelineError):
 @dataclass(frozen=True)
 class Owner:
     host: str
-    boot: str  # host and kernel boot id: equal only for processes running on the same machine since the same boot
+    boot: str  # host, kernel boot id and pid namespace: equal only where this process's pids mean the same processes
     pid: int
     started: Optional[int]  # the process's start time in clock ticks since boot, so a reused pid is not mistaken
     token: str  # distinguishes two holds by one process
@@ -144,13 +144,15 @@ def renew(lease: Lease, client=None, seconds: float = LEASE_SECONDS) -> Lease:
     version = _put(lease.loc, record, lease.version, client)
     if version is None:
         current = _read(lease.loc, client)
+        if current and current[0] == record:  # this very write landed, only its answer was lost (and retried)
+            return Lease(lease.loc, record, current[1])
         holder = describe(current[0]) if current else "nobody (it was deleted)"
         raise LeaseLost(f"the lease on {_name(lease.loc)} was taken over by {holder} while this process held it")
     return Lease(lease.loc, record, version)
 
 
 def release(lease: Lease, client=None) -> bool:
-    """Delete the lease if it is still ours; False (and a warning) when another process had taken it over."""
+    """Delete the lease unless another process has taken it over (then False, and a warning)."""
     log.info("lease on %s released by %s at %.6f", _name(lease.loc), describe(lease.record), time.time())
     if _delete(lease.loc, lease.version, client):
         return True
@@ -264,6 +266,8 @@ def _read(loc: Location, client) -> Optional[Tuple[dict, str]]:
             resp = client.get_object(Bucket=loc.bucket, Key=loc.key)
         except client.exceptions.NoSuchKey:
             return None
+        except client.exceptions.ClientError as e:
+            raise _failure("read", loc, e) from None
         return _parse(resp["Body"].read()), resp["ETag"]
     with _locked(loc):
         return _read_local(loc.key)
@@ -279,7 +283,7 @@ def _put(loc: Location, record: dict, expect: Optional[str], client) -> Optional
         except client.exceptions.ClientError as e:
             if _lost_race(e):
                 return None
-            raise
+            raise _failure("write", loc, e) from None
     with _locked(loc):
         current = _read_local(loc.key)
         if (current[1] if current else None) != expect:
@@ -289,27 +293,43 @@ def _put(loc: Location, record: dict, expect: Optional[str], client) -> Optional
 
 
 def _delete(loc: Location, expect: str, client) -> bool:
+    """Delete the lease if still at version `expect`; True when it is gone, False when another holds it."""
     if loc.is_s3:
         try:
             client.delete_object(Bucket=loc.bucket, Key=loc.key, IfMatch=expect)
             return True
         except client.exceptions.ClientError as e:
+            if _code(e) == "NoSuchKey":  # gone already (a retried delete that had landed)
+                return True
             if _lost_race(e):
                 return False
-            raise
+            raise _failure("delete", loc, e) from None
     with _locked(loc):
         current = _read_local(loc.key)
-        if current is None or current[1] != expect:
+        if current is not None and current[1] != expect:
             return False
-        os.remove(loc.key)
+        if current is not None:
+            os.remove(loc.key)
         return True
 
 
 def _lost_race(error) -> bool:
     """412: the condition failed; 409: a concurrent conditional write won; 404: If-Match on a deleted lease."""
-    code = error.response.get("Error", {}).get("Code", "")
-    status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-    return status in (404, 409, 412) or code in ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
+    return _status(error) in (409, 412) or _code(error) in ("PreconditionFailed", "ConditionalRequestConflict",
+                                                            "NoSuchKey")
+
+
+def _status(error) -> Optional[int]:
+    return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+
+
+def _code(error) -> str:
+    return error.response.get("Error", {}).get("Code", "")
+
+
+def _failure(verb: str, loc: Location, error) -> PipelineError:
+    hint = ": the markers store must support S3 conditional writes" if _status(error) == 501 else ""
+    return PipelineError(f"cannot {verb} the lease {loc.uri}: {_code(error) or _status(error)}{hint}")
 
 
 def _read_local(path: str) -> Optional[Tuple[dict, str]]:
@@ -347,12 +367,14 @@ def _digest(data: bytes) -> str:
 
 
 def _boot_id() -> str:
+    """Host, kernel boot and pid namespace: two containers of one host see different processes under one pid."""
     try:
         with open("/proc/sys/kernel/random/boot_id") as f:
             boot = f.read().strip()
+        namespace = os.readlink("/proc/self/ns/pid")
     except OSError:
         return ""  # no way to tell a live holder on this machine from a dead one: only the expiry frees its leases
-    return f"{socket.gethostname()}/{boot}"
+    return f"{socket.gethostname()}/{boot}/{namespace}"
 
 
 def _proc_stat(pid: int) -> Optional[Tuple[str, int]]:

@@ -116,8 +116,9 @@ class RunBatch(_Backfill):
     budget = luigi.FloatParameter(description="WCU/s this batch may use (the backfill's budget over parallel batches)")
 
     @property
-    def task_family_display(self) -> str:
-        return f"RunBatch {self.batch_id}"
+    def priority(self) -> float:
+        """Oldest batches first: earlier etlTimes land first, so later runs' copies are skipped, not overwritten."""
+        return -float(min(self.runs).replace("-", "")) if self.runs else 0.0
 
     def complete(self) -> bool:
         return set(self.runs) <= self.context().store.done_runs(cached=True)

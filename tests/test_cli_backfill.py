@@ -77,6 +77,7 @@ def test_failed_run_stays_unmarked_others_marked(archive, tmp_path):
     assert table_items("manifest") == truth.expected_items(now=time.time(), runs=good)
 
 
+@pytest.mark.slow  # the default suite's seeded kill trials are in test_cli_kill_and_rivals.py
 def test_kill_9_then_resume_ends_as_uninterrupted(archive, tmp_path):
     runs, truth, endpoint = archive
     env = luigi_env(endpoint)

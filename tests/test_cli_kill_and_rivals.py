@@ -1,0 +1,288 @@
+"""kill -9 at seeded random moments, and two PopulateManifest processes at once (--local-scheduler, and a real
+luigid on 127.0.0.1), through the real `luigi` command against the moto server.
+
+Every scenario must end as the module's uninterrupted reference run: the same table, the same markers (up to what
+legitimately differs: when, in which batch, and which of the processings that met a key wrote it), and a marker
+must never exist for a run whose items are not all in the table.
+"""
+import os
+import random
+import re
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Dict, List, Optional
+
+import boto3
+import pytest
+
+from bench import servers
+from bench.archive import ArchiveTruth, generate_archive
+from pipeline import leases
+from pipeline.markers import MarkerStore
+from spark import storage
+from spark.storage import parse_location
+from tests.cli import luigi_env, populate_command, run_luigi, storage_config, table_items
+from tests.test_cli_backfill import recent_runs
+from tests.test_luigid import luigid  # noqa: F401 (a fixture: a real luigid on 127.0.0.1)
+
+ARCHIVE = "s3://archive/interrupts"
+ALREADY_RUNNING, NOT_RUN = 10, 25  # luigi.cfg [retcode]
+SETTLED = ("written", "already_present", "batch_duplicates")  # what became of a key the run owes the table
+# What differs between two complete backfills with the same outcome: which processing met a key first, and cost.
+HOW_PROCESSED = ("batch_id", "timings")
+HOW_COUNTED = ("throttle_retries", "wcu_consumed")
+
+
+@dataclass
+class Scene:
+    endpoint: str
+    folder: Path
+    runs: List[str]
+    truth: ArchiveTruth
+    items: Dict[tuple, tuple]  # the reference table
+    markers: Dict[str, dict]  # the reference markers, normalized
+    seconds: float  # how long the uninterrupted reference run took
+
+
+def command(scene: Scene, name: str, *extra: str, batch_size: int = 2, scheduler: Optional[List[str]] = None):
+    """The backfill into table `name` with markers under s3://ops/<name>."""
+    storage_file = storage_config(scene.folder / f"{name}.json", name)
+    return populate_command(ARCHIVE, storage_file, f"s3://ops/{name}", "--create-table", "--batch-size",
+                            str(batch_size), "--max-write-capacity", "300", *extra, scheduler=scheduler)
+
+
+def store(name: str) -> MarkerStore:
+    return MarkerStore(parse_location(f"s3://ops/{name}"), name)
+
+
+def normalized(marker: dict) -> dict:
+    """A marker without its time, batch and costs, and without which of several processings wrote a key."""
+    report = {k: v for k, v in marker["report"].items() if k not in HOW_PROCESSED}
+    counts = {k: v for k, v in report["counts"].items() if k not in HOW_COUNTED + SETTLED}
+    counts["settled"] = sum(report["counts"].get(k, 0) for k in SETTLED)
+    return {"run": marker["run"], "report": dict(report, counts=counts)}
+
+
+def differences(got, want, path: str = "") -> List[str]:
+    """Where two JSON values differ, as 'path: got != want' lines."""
+    if isinstance(got, dict) and isinstance(want, dict):
+        return [d for k in sorted(set(got) | set(want)) for d in differences(got.get(k), want.get(k), f"{path}/{k}")]
+    return [] if got == want else [f"{path}: {got!r} != {want!r}"]
+
+
+def markers_of(name: str) -> Dict[str, dict]:
+    s = store(name)
+    return {run: normalized(s.read_marker(run)) for run in sorted(s.done_runs())}
+
+
+def lease_records(name: str) -> List[dict]:
+    s = store(name)
+    folder = s.folder.child("_leases")
+    return [s.read_json(folder.child(o.name)) for o in storage.list_objects(folder, s.client)]
+
+
+def assert_markers_proven(scene: Scene, name: str) -> set:
+    """No marker for a run with a missing item: markers are listed first, the table read after."""
+    done = store(name).done_runs()
+    if not done:
+        return done
+    items = table_items(name)
+    for run in done:
+        for key, (etl, _) in scene.truth.expected_items(now=time.time(), runs=[run]).items():
+            assert key in items and items[key][0] <= etl, f"run {run} is marked but item {key} is missing or later"
+    return done
+
+
+def assert_as_reference(scene: Scene, name: str, runs: Optional[List[str]] = None) -> None:
+    runs = runs or scene.runs
+    if runs == scene.runs:
+        assert table_items(name) == scene.items
+    else:
+        assert table_items(name) == scene.truth.expected_items(now=time.time(), runs=runs)
+    got, want = markers_of(name), {r: scene.markers[r] for r in runs}
+    assert got == want, differences(got, want)
+    here = leases.Owner.here()
+    for record in lease_records(name):  # a lease left behind belongs to a killed process, never to a live one
+        assert leases.stale_reason(record, time.time(), here.boot), record
+
+
+@pytest.fixture(scope="module")
+def scene(moto_endpoint, tmp_path_factory) -> Scene:
+    servers.reset_moto(moto_endpoint)
+    s3 = boto3.client("s3")
+    for bucket in ("archive", "ops"):
+        s3.create_bucket(Bucket=bucket)
+    runs = recent_runs(4)
+    truth = generate_archive(ARCHIVE, runs, 40, malformed_fraction=0.01, no_fingerprint_fraction=0.02,
+                             stream_enrich_runs=1, seed=23)
+    folder = tmp_path_factory.mktemp("interrupts")
+    partial = Scene(moto_endpoint, folder, runs, truth, {}, {}, 0.0)
+    started = time.monotonic()
+    proc = run_luigi(command(partial, "reference"), folder, luigi_env(moto_endpoint))
+    seconds = time.monotonic() - started
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    items = table_items("reference")
+    assert items == truth.expected_items(now=time.time())
+    reference = markers_of("reference")
+    assert set(reference) == set(runs) and lease_records("reference") == []
+    return Scene(moto_endpoint, folder, runs, truth, items, reference, seconds)
+
+
+# Two processes at once ------------------------------------------------------------------------------------------
+
+_ACQUIRED = re.compile(r"lease on run=(\S+) acquired by \S+ pid (\d+) \(.*\) at ([\d.]+)")
+_RELEASED = re.compile(r"lease on run=(\S+) released by \S+ pid (\d+) at ([\d.]+)")
+_TO_DO = re.compile(r"batch \S+: \d+ runs to do: ?(.*)$")
+
+
+def processed_runs(logs: List[str]) -> List[str]:
+    """Every run a batch set out to do, over all the processes' logs (a run twice = processed twice)."""
+    return sorted(run for log in logs for line in log.splitlines() for m in [_TO_DO.search(line)] if m
+                  for run in m.group(1).split())
+
+
+def assert_leases_never_overlap(logs: List[str]) -> None:
+    """The hold intervals the processes logged (from after the write to before the release) never overlap."""
+    intervals: Dict[str, list] = {}
+    for log in logs:
+        open_at: Dict[tuple, float] = {}
+        for line in log.splitlines():
+            if m := _ACQUIRED.search(line):
+                open_at[m.group(1), m.group(2)] = float(m.group(3))
+            elif m := _RELEASED.search(line):
+                begin = open_at.pop((m.group(1), m.group(2)))
+                intervals.setdefault(m.group(1), []).append((begin, float(m.group(3)), m.group(2)))
+        assert not open_at, f"leases never released: {open_at}"
+    for run, spans in intervals.items():
+        spans.sort()
+        for (_, end, pid), (begin, _, other) in zip(spans, spans[1:]):
+            assert begin >= end, f"run {run}: pid {other} held its lease before pid {pid} released it"
+
+
+def rivals(scene: Scene, commands: List[List[str]], delay: float = 0.0) -> List[subprocess.CompletedProcess]:
+    procs = []
+    for i, cmd in enumerate(commands):
+        if i and delay:
+            time.sleep(delay)
+        procs.append(subprocess.Popen(cmd, cwd=scene.folder, env=luigi_env(scene.endpoint), text=True,
+                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE))
+    results = []
+    for cmd, proc in zip(commands, procs):
+        out, err = proc.communicate(timeout=600)
+        results.append(subprocess.CompletedProcess(cmd, proc.returncode, out, err))
+    return results
+
+
+def check_rivals(scene: Scene, name: str, results, runs: Optional[List[str]] = None) -> None:
+    logs = [r.stderr for r in results]
+    assert processed_runs(logs) == sorted(runs or scene.runs), "every run processed once, by one process"
+    assert_leases_never_overlap(logs)
+    assert_as_reference(scene, name, runs)
+
+
+def local_rivals(scene: Scene, name: str, delay: float = 0.0) -> None:
+    """Like two machines (each its own Luigi pid-lock folder) with other batch sizes: overlapping batch ids."""
+    results = rivals(scene, [
+        command(scene, name, "--lock-pid-dir", str(scene.folder / f"{name}-a"), batch_size=2),
+        command(scene, name, "--lock-pid-dir", str(scene.folder / f"{name}-b"), batch_size=3),
+    ], delay)
+    for r in results:
+        assert r.returncode == 0, r.stderr[-3000:]
+    assert any("waiting for " in r.stderr for r in results), "the two processes never met"
+    check_rivals(scene, name, results)
+
+
+def test_two_processes_with_local_schedulers(scene):
+    local_rivals(scene, "rivals-local")
+
+
+def test_two_processes_under_one_luigid(scene, luigid):  # noqa: F811
+    """Luigi itself gives a batch to one worker; the other exits 10 (already running) or 25 (not run: luigid gave
+    a batch it had planned to the other worker), and a run of the command afterwards exits 0 with nothing to do."""
+    name, runs = "rivals-luigid", scene.runs[2:]
+    scheduler = ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid)]
+    commands = [command(scene, name, "--since", runs[0], "--lock-pid-dir", str(scene.folder / f"{name}-{host}"),
+                        scheduler=scheduler) for host in "ab"]
+    results = rivals(scene, commands)
+    codes = sorted(r.returncode for r in results)
+    assert set(codes) <= {0, ALREADY_RUNNING, NOT_RUN}, [r.stderr[-2000:] for r in results]
+    assert sum(f"Populated {name}: " in r.stdout for r in results) == 1, [r.stdout[-1500:] for r in results]
+    check_rivals(scene, name, results, runs)
+
+    # The check runs with its own scheduler: luigid ignores a new PENDING claim for 10 s after a task is DONE
+    # ([scheduler] stable_done_cooldown_secs), so the same command against it would exit 25 without running.
+    again = run_luigi(command(scene, name, "--since", runs[0]), scene.folder, luigi_env(scene.endpoint))
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert f"Nothing to do for {name}: every run at or after --since is already done" in again.stdout
+    assert processed_runs([again.stderr]) == []
+
+
+@pytest.mark.slow
+def test_identical_commands_on_one_machine(scene):
+    """Luigi's pid lock turns the second away (exit 10) unless both pass its unlocked check at the same instant
+    (about once in ten tries here); then the leases keep them apart."""
+    name = "rivals-same"
+    cmd = command(scene, name, "--lock-pid-dir", str(scene.folder / name))
+    results = rivals(scene, [cmd, cmd])
+    assert sorted(r.returncode for r in results) in ([0, 0], [0, ALREADY_RUNNING]), [r.stderr[-2000:] for r in results]
+    check_rivals(scene, name, results)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("delay", [3.0, 12.0, 25.0])
+def test_two_processes_started_apart(scene, delay):
+    local_rivals(scene, f"rivals-apart-{delay:.0f}", delay)
+
+
+# kill -9 ----------------------------------------------------------------------------------------------------------
+
+@dataclass
+class Trial:
+    moment: float
+    marked_at_kill: int
+    taken_over: int  # leases of the killed process that the resume took over
+
+
+def kill_trial(scene: Scene, index: int, trials: int, seed: int) -> Trial:
+    """Kill the whole process group at a seeded moment of slice `index` of the reference run's duration."""
+    rng = random.Random(seed * 1000 + index)
+    name = f"kill-{seed}-{index}"
+    cmd = command(scene, name)
+    moment = (index + rng.random()) / trials * scene.seconds
+    victim = subprocess.Popen(cmd, cwd=scene.folder, env=luigi_env(scene.endpoint), stdout=subprocess.DEVNULL,
+                              stderr=subprocess.DEVNULL, start_new_session=True)
+    end = time.monotonic() + moment
+    while victim.poll() is None and time.monotonic() < end:  # markers are proven at every moment, not only at the end
+        assert_markers_proven(scene, name)
+        time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+    try:
+        os.killpg(victim.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    victim.wait()
+    done = assert_markers_proven(scene, name)
+    unfinished = [r["lease"] for r in lease_records(name) if r["lease"][len("run="):] not in done]
+
+    resumed = run_luigi(cmd, scene.folder, luigi_env(scene.endpoint))
+    context = f"trial {index} of {trials}, seed {seed}, kill after {moment:.1f} s with {len(done)} runs marked"
+    assert resumed.returncode == 0, f"{context}: {resumed.stderr[-3000:]}"
+    assert "waiting for " not in resumed.stderr, f"{context}: the resume waited for the killed process's lease"
+    for lease in unfinished:
+        assert f"took over the lease on {lease}" in resumed.stderr, f"{context}: {lease}"
+    assert_as_reference(scene, name)
+    return Trial(moment, len(done), len(unfinished))
+
+
+@pytest.mark.parametrize("index", range(2))
+def test_kill_9_then_resume(scene, index):
+    kill_trial(scene, index, 2, seed=1)
+
+
+@pytest.mark.slow
+def test_kill_9_at_twenty_moments(scene):
+    trials = [kill_trial(scene, i, 20, seed=2) for i in range(20)]
+    assert any(0 < t.marked_at_kill < len(scene.runs) for t in trials), "no kill landed mid-backfill"
+    assert any(t.taken_over for t in trials), "no kill landed while a batch held its leases"
