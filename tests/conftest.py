@@ -75,3 +75,22 @@ def iglu_http():
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+@pytest.fixture
+def standin(moto_reset, monkeypatch):
+    """Start capacity-enforcing DynamoDB stand-ins (bench/dynamo_endpoint.py) in front of the moto server and point
+    DynamoDB clients at the latest one."""
+    from bench.dynamo_endpoint import start_endpoint, stop
+
+    started = []
+
+    def start(wcu, **options):
+        server, url = start_endpoint(moto_reset, wcu, **options)
+        started.append(server)
+        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", url)
+        return url
+
+    yield start
+    for server in started:
+        stop(server)

@@ -9,7 +9,7 @@ import threading
 import boto3
 import pytest
 
-from bench.dynamo_endpoint import fetch_stats, start_endpoint, stop
+from bench.dynamo_endpoint import fetch_stats
 from pipeline.errors import PipelineError
 from pipeline.table import ATTRIBUTES, KEY_SCHEMA
 from spark import maintenance as mt
@@ -58,21 +58,6 @@ def create_table():
 @pytest.fixture
 def table(moto_reset):
     return create_table()
-
-
-@pytest.fixture
-def standin(moto_reset, monkeypatch):
-    servers = []
-
-    def start(wcu, **options):
-        server, url = start_endpoint(moto_reset, wcu, **options)
-        servers.append(server)
-        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", url)
-        return url
-
-    yield start
-    for server in servers:
-        stop(server)
 
 
 def put(client, key: str, etl: int, fingerprint: str = "f") -> None:

@@ -9,7 +9,7 @@ import uuid
 import boto3
 import pytest
 
-from bench.dynamo_endpoint import fetch_stats, start_endpoint, stop
+from bench.dynamo_endpoint import fetch_stats
 from pipeline.table import ATTRIBUTES, KEY_SCHEMA
 from spark.ratelimit import TokenBucket
 from spark.writer import COUNT_NAMES, ManifestItem, WriteError, dynamodb_client, item_attributes, write_items
@@ -71,22 +71,6 @@ def assert_counted_once(counts: dict, items: list) -> None:
     for run, n in per_run.items():
         assert set(counts[run]) == set(COUNT_NAMES)
         assert counts[run]["written"] + counts[run]["already_present"] + counts[run]["write_failures"] == n
-
-
-@pytest.fixture
-def standin(moto_reset, monkeypatch):
-    """Start a stand-in in front of the test's moto server and point DynamoDB clients at it."""
-    servers = []
-
-    def start(wcu, **options):
-        server, url = start_endpoint(moto_reset, wcu, **options)
-        servers.append(server)
-        monkeypatch.setenv("AWS_ENDPOINT_URL_DYNAMODB", url)
-        return url
-
-    yield start
-    for server in servers:
-        stop(server)
 
 
 def test_item_attributes_match_the_shredders():
