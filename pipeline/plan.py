@@ -37,6 +37,7 @@ class Params:
     on_demand_capacity: float = 1000.0
     write_mode: str = "fast"
     parallel_batches: int = 1
+    dry_run: bool = False
     method: str = "write"  # write: the job writes the items; import: a new table by ImportTable (importer.py)
 
 
@@ -124,6 +125,10 @@ def make_plan(p: Params, dynamodb=None, s3=None) -> Plan:
     if p.method == "import":  # the import creates the table: it must not exist (checked below, with the runs)
         info = table.describe_table(dynamodb, ctx.config.table, ctx.config.region)
         budget = float(p.on_demand_capacity)
+    elif p.dry_run and p.create_table:  # a dry run writes nothing: a table it would create is a new on-demand one
+        info = table.describe_table(dynamodb, ctx.config.table, ctx.config.region)
+        budget = (table.write_budget(info, p.max_write_capacity, p.capacity_fraction, p.on_demand_capacity) if info
+                  else float(p.max_write_capacity or p.on_demand_capacity))
     else:
         info = table.ensure_table(dynamodb, ctx.config.table, ctx.config.region, p.create_table)
         budget = table.write_budget(info, p.max_write_capacity, p.capacity_fraction, p.on_demand_capacity)

@@ -221,6 +221,7 @@ class PopulateManifest(_Backfill):
     """Back-fill the manifest from every run at or after --since; run it again to resume."""
 
     dry_run = luigi.BoolParameter(default=False, description="plan and estimate, submit nothing, write nothing")
+    count_events = luigi.BoolParameter(default=False, description="dry run: count valid events with a Spark pass")
     method = luigi.Parameter(default="write", description="write: write items; import: create the table by "
                                                           "DynamoDB ImportTable (the table must not exist)")
     output_json = luigi.Parameter(default="", description="also write the dry-run plan or the summary as JSON")
@@ -232,13 +233,38 @@ class PopulateManifest(_Backfill):
     _started: float = 0.0
 
     def plan_params(self) -> Params:
-        return dataclasses.replace(super().plan_params(), method=self.method)
+        return dataclasses.replace(super().plan_params(), method=self.method, dry_run=self.dry_run)
 
     def plan(self) -> Plan:
         if self._plan is None:
             self._started = time.time()  # the backfill's start, for the summary's elapsed time and WCU/s
             self._plan = make_plan(self.plan_params())
         return self._plan
+
+    def count_valid_events(self, plan: Plan) -> dict:
+        """--count-events: one count-only Spark pass over the runs to do; reports go to a temporary folder, so
+        the dry run still writes nothing."""
+        if self.runner != "local":
+            raise PipelineError("--count-events runs with --runner local only (a count on EMR is not built yet)")
+        if not plan.runs_todo:
+            return {}
+        ctx = plan.context
+        with tempfile.TemporaryDirectory(prefix="manifest-count-") as tmp:
+            spec = BatchSpec(batch_id="count-events", archive=ctx.archive.uri, runs=plan.runs_todo, reports=tmp,
+                             table=ctx.config.table, region=ctx.config.region, count_only=True,
+                             extra={"progress_seconds": self.progress_seconds})
+            path = os.path.join(tmp, "spec.json")
+            with open(path, "w") as f:
+                f.write(spec.to_json())
+            local.run_local(path, spec.batch_id, lambda message, _pct: self.set_status_message(message),
+                            master=self.spark_master)
+            counted = {}
+            for run in plan.runs_todo:
+                report = os.path.join(tmp, f"run={run}.json")
+                if os.path.exists(report):
+                    with open(report) as f:
+                        counted[run] = json.load(f)["valid_events"]
+        return counted
 
     def requires(self):
         plan = self.plan()
@@ -259,7 +285,9 @@ class PopulateManifest(_Backfill):
         plan = self.plan()
         if self.dry_run:
             emr = config_section("emr") if self.runner == "emr" else None
-            text, data = summary.dry_run(plan, prices=Prices.from_mapping(config_section("pricing")), emr=emr)
+            counted = self.count_valid_events(plan) if self.count_events else None
+            text, data = summary.dry_run(plan, counted_events=counted,
+                                         prices=Prices.from_mapping(config_section("pricing")), emr=emr)
         else:
             text, data = summary.after_run(plan, self._started)
             store = plan.context.store

@@ -126,3 +126,19 @@ def test_since_boundaries_in_the_dry_run(archive, tmp_path):
         assert [s["run"] for s in plan["runs_skipped"] if "since" in s["reason"]] == sorted(set(runs) - set(expected))
     assert table_items("manifest") == {}
     assert marked("s3://ops/markers", "manifest") == set()
+
+
+def test_dry_run_counts_events_with_a_spark_pass_and_writes_nothing(archive, tmp_path):
+    runs, truth, endpoint = archive
+    storage = storage_config(tmp_path / "dynamodb.json", "manifest")
+    out = tmp_path / "plan.json"
+    command = populate_command(ARCHIVE, storage, "s3://ops/markers", "--create-table", "--dry-run",
+                               "--count-events", "--output-json", str(out))
+    proc = run_luigi(command, tmp_path, luigi_env(endpoint))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    plan = json.loads(out.read_text())
+    assert plan["events_source"] == "counted"
+    assert plan["events"] == sum(len(truth.run(r).events) for r in runs)
+    assert marked("s3://ops/markers", "manifest") == set()
+    assert boto3.client("s3").list_objects_v2(Bucket="ops").get("KeyCount", 0) == 0
+    assert boto3.client("dynamodb").list_tables()["TableNames"] == []  # --create-table, yet nothing created
