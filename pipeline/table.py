@@ -76,15 +76,25 @@ def ensure_table(client, table: str, region: str, create: bool) -> TableInfo:
 
 def create_table(client, table: str, region: str, timeout: float = 300.0) -> TableInfo:
     log.info("creating DynamoDB table '%s' in %s (on-demand, TTL on 'ttl')", table, region)
-    client.create_table(
-        TableName=table, KeySchema=KEY_SCHEMA, AttributeDefinitions=ATTRIBUTES, BillingMode="PAY_PER_REQUEST"
-    )
+    try:
+        client.create_table(
+            TableName=table, KeySchema=KEY_SCHEMA, AttributeDefinitions=ATTRIBUTES, BillingMode="PAY_PER_REQUEST"
+        )
+    except ClientError as e:  # another backfill started at the same moment is creating it: wait for that one
+        if e.response["Error"]["Code"] != "ResourceInUseException":
+            raise
+        log.info("table '%s' is being created by another process; waiting for it", table)
     deadline = time.monotonic() + timeout
     while client.describe_table(TableName=table)["Table"]["TableStatus"] != "ACTIVE":
         if time.monotonic() > deadline:
             raise PipelineError(f"DynamoDB table '{table}' in {region} did not become ACTIVE in {timeout:.0f} s")
         time.sleep(2)
-    client.update_time_to_live(TableName=table, TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+    try:
+        client.update_time_to_live(TableName=table,
+                                   TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+    except ClientError as e:  # already enabled by a concurrent creator
+        if "already enabled" not in str(e).lower():
+            raise
     return describe_table(client, table, region)
 
 

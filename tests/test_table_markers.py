@@ -78,3 +78,10 @@ def test_marker_store_s3_counts_requests(moto_reset):
     assert len(store.done_runs()) == 29
     assert calls == ["ListObjectsV2"]
     assert store.read_json(store.report("b", "2026-05-01-00-00-00")) is None
+
+
+def test_create_table_tolerates_a_concurrent_creator(dynamodb):
+    """Two backfills started at once with --create-table: the second waits for the first one's table."""
+    table.create_table(dynamodb, "manifest", "eu-west-1")
+    info = table.create_table(dynamodb, "manifest", "eu-west-1")
+    assert (info.billing_mode, info.ttl_enabled) == ("PAY_PER_REQUEST", True)
