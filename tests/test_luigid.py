@@ -46,7 +46,7 @@ def test_backfill_is_visible_in_luigid(moto_reset, tmp_path, luigid):
     truth = generate_archive(ARCHIVE, runs, 80, seed=3)
     storage = storage_config(tmp_path / "dynamodb.json", "manifest")
     command = populate_command(ARCHIVE, storage, "s3://ops/markers", "--create-table", "--batch-size", "2",
-                               "--max-write-capacity", "40", "--progress-seconds", "1",
+                               "--max-write-capacity", "15", "--progress-seconds", "1",
                                scheduler=["--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid)])
     proc = subprocess.Popen(command, cwd=tmp_path, env=luigi_env(moto_reset), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
