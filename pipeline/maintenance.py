@@ -81,18 +81,7 @@ def parse_runs(text: str) -> List[str]:
 
 def parse_until(value: str) -> Optional[str]:
     """--until (inclusive) as a run id: a bare date means the end of that day. Empty means no limit."""
-    value = (value or "").strip()
-    if not value:
-        return None
-    if len(value) == 10:
-        try:
-            return datetime.strptime(value, "%Y-%m-%d").strftime("%Y-%m-%d-23-59-59")
-        except ValueError:
-            pass
-    run = runs.parse_run_id(value)
-    if run is None:
-        raise PipelineError(f"--until {value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DD-HH-mm-ss")
-    return run
+    return runs.parse_since(value, "--until", "23-59-59")
 
 
 def check_selection(runs_arg: str, since: Optional[str], until_arg: str) -> Tuple[List[str], Optional[str]]:

@@ -23,19 +23,19 @@ def parse_run_id(text: str) -> Optional[str]:
         return None
 
 
-def parse_since(value: str) -> Optional[str]:
-    """--since as a run id (inclusive); a bare date means its midnight. Empty means all runs."""
+def parse_since(value: str, flag: str = "--since", time_of_day: str = "00-00-00") -> Optional[str]:
+    """--since (or another inclusive bound) as a run id; a bare date means that time of its day. Empty: no bound."""
     value = (value or "").strip()
     if not value:
         return None
     if len(value) == 10:
         try:
-            return datetime.strptime(value, "%Y-%m-%d").strftime(RUN_FORMAT)
+            return datetime.strptime(value, "%Y-%m-%d").strftime(f"%Y-%m-%d-{time_of_day}")
         except ValueError:
             pass
     run = parse_run_id(value)
     if run is None:
-        raise PipelineError(f"--since {value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DD-HH-mm-ss")
+        raise PipelineError(f"{flag} {value!r} is not a date: use YYYY-MM-DD or YYYY-MM-DD-HH-mm-ss")
     return run
 
 

@@ -15,6 +15,7 @@ from pipeline.table import ATTRIBUTES, KEY_SCHEMA
 from spark import maintenance as mt
 from spark.ratelimit import TokenBucket
 from spark.writer import WriteError, dynamodb_client
+from tests.test_writer import FakeClock
 
 TABLE = "manifest"
 R1, R2 = "2026-05-01-00-00-00", "2026-05-01-01-00-00"
@@ -34,17 +35,6 @@ class CountingBucket(TokenBucket):
         super().take(n)
 
 
-class FakeClock:
-    def __init__(self):
-        self.now = 1000.0
-        self.lock = threading.Lock()
-
-    def __call__(self) -> float:
-        return self.now
-
-    def sleep(self, seconds: float) -> None:
-        with self.lock:
-            self.now += max(0.0, seconds)
 
 
 def create_table():
