@@ -115,6 +115,7 @@ class EmrSettings:
     python_packages: List[str] = field(default_factory=list)  # pip-installed on every node by a bootstrap action
     idle_timeout_seconds: int = 3600
     step_concurrency: int = 1
+    poll_seconds: float = 60.0  # longest wait between two looks at a running step (the first is within 5 s)
     cluster_id: Optional[str] = None  # an existing cluster to run on; it is never created nor terminated by us
     log_uri: Optional[str] = None  # default: <staging>/emr-logs/
     job_code_uri: Optional[str] = None  # default: <staging>/job-code/
@@ -135,6 +136,8 @@ class EmrSettings:
             raise _bad("core_instance_count", f"{self.core_instance_count} must not be negative")
         if not 1 <= self.step_concurrency <= 256:
             raise _bad("step_concurrency", f"{self.step_concurrency} is outside 1..256")
+        if not 0.5 <= self.poll_seconds <= 600:
+            raise _bad("poll_seconds", f"{self.poll_seconds} is outside 0.5..600 seconds")
         self.core_market = (self.core_market or "ON_DEMAND").upper()
         if self.core_bid_price is not None:
             try:
@@ -178,6 +181,14 @@ def _parse_value(key: str, spec: dataclasses.Field, value: Any) -> Any:
             return int(str(value).strip())
         except ValueError:
             raise _bad(key, f"{value!r} is not a whole number") from None
+    if kind == "float":
+        try:
+            number = float(str(value).strip()) if not isinstance(value, bool) else None
+        except ValueError:
+            number = None
+        if number is None or number != number:
+            raise _bad(key, f"{value!r} is not a number")
+        return number
     if kind.startswith(("List", "Dict")):
         want = list if kind.startswith("List") else dict
         if isinstance(value, str):
@@ -295,7 +306,7 @@ class EmrRunner:
     """Runs a backfill's batches as steps on one EMR cluster; every AWS call goes through the injected session."""
 
     def __init__(self, settings: EmrSettings, backfill_id: str, staging: Location, session,
-                 poll_seconds: Tuple[float, float] = (5, 60), sleep: Callable[[float], None] = time.sleep):
+                 poll_seconds: Optional[Tuple[float, float]] = None, sleep: Callable[[float], None] = time.sleep):
         if not staging.is_s3:
             raise PipelineError(f"the EMR runner stages its files in S3; {staging.uri} is not an s3:// location")
         if not backfill_id or len(backfill_id) > 200:
@@ -307,8 +318,10 @@ class EmrRunner:
         retries = Config(retries={"max_attempts": 10, "mode": "standard"})
         self.emr = session.client("emr", region_name=self.region, config=retries)
         self.s3 = s3_client(session)
-        self.poll_seconds, self.sleep = poll_seconds, sleep
+        self.poll_seconds = poll_seconds or (min(5.0, settings.poll_seconds), settings.poll_seconds)
+        self.sleep = sleep
         self.cluster_id: Optional[str] = None
+        self.created_cluster = False  # by this runner: a dry run's count terminates only a cluster it created
         self._job_code: Optional[Tuple[str, str]] = None
 
     @property
@@ -426,9 +439,16 @@ class EmrRunner:
         request = cluster_request(self.settings, cluster_name(self.backfill_id), self.backfill_id, self.log_uri,
                                   self._package_bootstrap())
         self.cluster_id = self.emr.run_job_flow(**request)["JobFlowId"]
+        self.created_cluster = True
         log.info("created EMR cluster %s (%s, idle timeout %d s)", self.cluster_id, self.settings.release_label,
                  self.settings.idle_timeout_seconds)
         return self.cluster_id
+
+    def terminate_created_cluster(self) -> None:
+        """After a dry run's count: a cluster it created ends with it; one it found (a live backfill's) is left."""
+        if self.created_cluster and self.cluster_id:
+            self.emr.terminate_job_flows(JobFlowIds=[self.cluster_id])
+            log.info("terminated EMR cluster %s", self.cluster_id)
 
     def finish(self, success: bool) -> None:
         """After a successful backfill: terminate its cluster, delete the staged credentials.

@@ -5,7 +5,9 @@ RunBatch runs one Spark job (local or an EMR step) and marks the runs its report
 """
 from __future__ import annotations
 
+import atexit
 import dataclasses
+import hashlib
 import json
 import logging
 import os
@@ -24,6 +26,7 @@ from .emr import EmrRunner, EmrSettings, session_for
 from .emretlrunner import merge_settings, read_emretlrunner_config
 from .errors import PipelineError
 from .estimate import Prices
+from .markers import MarkerStore
 from .plan import Context, Params, Plan, load_context, make_plan
 
 log = logging.getLogger("manifest.tasks")
@@ -111,6 +114,9 @@ for _name, _param in _Backfill.get_params():
 class RunBatch(_Backfill):
     """One Spark job over a fixed list of runs; marks each run whose report proves all its items written."""
 
+    # The batch's progress percentage: its job reports 0-100 and is shown between these; marking is the rest.
+    JOB_STARTS, JOB_ENDS = 2.0, 95.0
+
     batch_id = luigi.Parameter()
     runs = luigi.ListParameter()
     budget = luigi.FloatParameter(description="WCU/s this batch may use (the backfill's budget over parallel batches)")
@@ -176,6 +182,7 @@ class RunBatch(_Backfill):
         else:
             spec_uri = spec_loc.uri
         self.set_tracking_url("http://127.0.0.1:4040")
+        self.set_progress_percentage(self.JOB_STARTS)  # leases held, spec staged: the job is next
         return local.run_local(spec_uri, self.batch_id, self._progress, master=self.spark_master)
 
     def _run_on_emr(self, ctx: Context, spec: BatchSpec):
@@ -185,6 +192,7 @@ class RunBatch(_Backfill):
         spec.credentials = runner.stage_credentials(ctx.config.credentials())
         spec_loc = ctx.store.batch_spec(self.batch_id)
         ctx.store.write_json(spec_loc, json.loads(spec.to_json()))
+        self.set_progress_percentage(self.JOB_STARTS)
         outcome = runner.run_batch(self.batch_id, spec_loc.uri, self._progress, self.set_tracking_url)
         reported = all(ctx.store.read_json(ctx.store.report(self.batch_id, r)) for r in spec.runs)
         if outcome.ok and not reported:  # completed earlier, yet some run has no report: run it again
@@ -195,7 +203,8 @@ class RunBatch(_Backfill):
     def _progress(self, message: str, percentage: Optional[float]) -> None:
         self.set_status_message(message)
         if percentage is not None:
-            self.set_progress_percentage(percentage)
+            share = (self.JOB_ENDS - self.JOB_STARTS) * percentage / 100
+            self.set_progress_percentage(round(self.JOB_STARTS + share, 1))
 
     def _mark(self, store, runs: List[str], outcome) -> None:
         failed = []
@@ -206,7 +215,7 @@ class RunBatch(_Backfill):
                 store.mark(run, rep)
             else:
                 failed.append(f"run {run}: {problem}")
-            self.set_progress_percentage(100 * i / max(1, len(runs)))
+            self.set_progress_percentage(self.JOB_ENDS + (100 - self.JOB_ENDS) * i / max(1, len(runs)))
         self.set_status_message(f"{len(runs) - len(failed)} of {len(runs)} runs marked; {outcome.detail}")
         if failed:
             raise PipelineError(
@@ -215,6 +224,16 @@ class RunBatch(_Backfill):
             )
         if not outcome.ok:
             raise PipelineError(f"batch {self.batch_id}: job failed although every run is complete: {outcome.detail}")
+
+
+def _valid_events(store: MarkerStore, folder: storage.Location, runs: List[str]) -> dict:
+    """Valid events per run from a count pass's reports; a run without a report stays estimated from bytes."""
+    counted = {}
+    for run in runs:
+        data = store.read_json(folder.child(f"run={run}.json"))
+        if data is not None:
+            counted[run] = data["valid_events"]
+    return counted
 
 
 class PopulateManifest(_Backfill):
@@ -231,6 +250,9 @@ class PopulateManifest(_Backfill):
 
     _plan: Optional[Plan] = None
     _started: float = 0.0
+    _summarised: bool = False
+    _summary_pending: bool = False
+    _summary_name: str = ""
 
     def plan_params(self) -> Params:
         return dataclasses.replace(super().plan_params(), method=self.method, dry_run=self.dry_run)
@@ -238,38 +260,60 @@ class PopulateManifest(_Backfill):
     def plan(self) -> Plan:
         if self._plan is None:
             self._started = time.time()  # the backfill's start, for the summary's elapsed time and WCU/s
+            stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(self._started))
+            self._summary_name = f"{stamp}-{os.getpid()}"
             self._plan = make_plan(self.plan_params())
         return self._plan
 
     def count_valid_events(self, plan: Plan) -> dict:
-        """--count-events: one count-only Spark pass over the runs to do; reports go to a temporary folder, so
-        the dry run still writes nothing."""
-        if self.runner != "local":
-            raise PipelineError("--count-events runs with --runner local only (a count on EMR is not built yet)")
+        """--count-events: one count-only Spark pass over the runs to do, which writes nothing to the table; its
+        spec and reports live in a temporary folder (in `_staging/` for EMR, deleted after reading)."""
         if not plan.runs_todo:
             return {}
         ctx = plan.context
+        batch_id = "count-" + hashlib.sha256(" ".join(plan.runs_todo).encode()).hexdigest()[:12]
+        spec = BatchSpec(batch_id=batch_id, archive=ctx.archive.uri, runs=plan.runs_todo, reports="",
+                         table=ctx.config.table, region=ctx.config.region, count_only=True,
+                         extra={"progress_seconds": self.progress_seconds})
+        if self.runner == "emr":
+            return self._count_on_emr(ctx, spec)
         with tempfile.TemporaryDirectory(prefix="manifest-count-") as tmp:
-            spec = BatchSpec(batch_id="count-events", archive=ctx.archive.uri, runs=plan.runs_todo, reports=tmp,
-                             table=ctx.config.table, region=ctx.config.region, count_only=True,
-                             extra={"progress_seconds": self.progress_seconds})
+            spec.reports = tmp
             path = os.path.join(tmp, "spec.json")
             with open(path, "w") as f:
                 f.write(spec.to_json())
-            local.run_local(path, spec.batch_id, lambda message, _pct: self.set_status_message(message),
+            local.run_local(path, batch_id, lambda message, _pct: self.set_status_message(message),
                             master=self.spark_master)
-            counted = {}
-            for run in plan.runs_todo:
-                report = os.path.join(tmp, f"run={run}.json")
-                if os.path.exists(report):
-                    with open(report) as f:
-                        counted[run] = json.load(f)["valid_events"]
+            return _valid_events(ctx.store, storage.parse_location(tmp), spec.runs)
+
+    def _count_on_emr(self, ctx: Context, spec: BatchSpec) -> dict:
+        """A count step on the backfill's cluster (created for the count, then terminated, when there is none).
+        The step's name comes from the runs, so a dry run repeated while its step still runs adopts it."""
+        runner = self.emr_runner(ctx)
+        folder = ctx.store.staging().child("counts", spec.batch_id)
+        spec.reports = folder.child("reports").uri
+        spec_loc = folder.child("spec.json")
+        ctx.store.write_json(spec_loc, json.loads(spec.to_json()))
+        try:
+            outcome = runner.run_batch(spec.batch_id, spec_loc.uri, lambda m, _p: self.set_status_message(m),
+                                       self.set_tracking_url)
+            counted = _valid_events(ctx.store, folder.child("reports"), spec.runs)
+            if not outcome.ok:
+                log.warning("the count step failed (%s): %d of %d runs counted", outcome.detail, len(counted),
+                            len(spec.runs))
+        finally:
+            for obj in storage.list_objects(folder, ctx.store.client):
+                storage.delete(folder.child(obj.name), ctx.store.client)
+            runner.terminate_created_cluster()
         return counted
 
     def requires(self):
         plan = self.plan()
         if self.dry_run:
             return []
+        if not self._summary_pending:
+            self._summary_pending = True
+            atexit.register(self._summarise_unfinished)
         if self.runner == "emr" and plan.batches:  # once, before parallel batches could each create a cluster
             self.emr_runner(plan.context).ensure_cluster()
         kwargs = self.backfill_kwargs()
@@ -288,14 +332,39 @@ class PopulateManifest(_Backfill):
             counted = self.count_valid_events(plan) if self.count_events else None
             text, data = summary.dry_run(plan, counted_events=counted,
                                          prices=Prices.from_mapping(config_section("pricing")), emr=emr)
-        else:
-            text, data = summary.after_run(plan, self._started)
-            store = plan.context.store
-            store.write_json(store.summary(data["finished_at"].replace(":", "-")), data)
-            if self.runner == "emr" and not data.get("runs_left"):
-                self.emr_runner(plan.context).finish(success=True)
+            self._report(text, data)
+            return
+        data = self._summarise(plan)
+        if self.runner == "emr" and not data.get("runs_left"):
+            self.emr_runner(plan.context).finish(success=True)
+
+    def _summary_location(self, plan: Plan):
+        """Named by the backfill's start and process, so the exit hook can tell whether run() (maybe in a forked
+        worker process) already wrote it."""
+        return plan.context.store.summary(self._summary_name)
+
+    def _summarise(self, plan: Plan) -> dict:
+        text, data = summary.after_run(plan, self._started)
+        plan.context.store.write_json(self._summary_location(plan), data)
+        self._summarised = True
+        self._report(text, data)
+        return data
+
+    def _summarise_unfinished(self) -> None:
+        """At exit: Luigi never runs this task when a batch failed, and a failed backfill needs its summary most."""
+        plan = self._plan
+        if self._summarised or plan is None:
+            return
+        try:
+            if plan.context.store.read_json(self._summary_location(plan)) is None:
+                self._summarise(plan)
+        except Exception as e:  # noqa: BLE001 - best effort while exiting: say so, never mask the exit code
+            log.warning("no summary written: %s", " ".join(str(e).split()))
+
+    def _report(self, text: str, data: dict) -> None:
         print(text, flush=True)
         if self.output_json:
             with open(self.output_json, "w") as f:
                 json.dump(data, f, indent=2, sort_keys=True)
-        self.set_status_message(text.splitlines()[0] if text else "done")
+        if self.set_status_message:  # None outside run(): the exit hook's summary is for the console only
+            self.set_status_message(text.splitlines()[0] if text else "done")

@@ -1,6 +1,7 @@
 """Helpers for tests that drive the real `luigi` command line in a subprocess against the moto server."""
 from __future__ import annotations
 
+import configparser
 import json
 import os
 import shutil
@@ -26,7 +27,20 @@ def storage_config(path: Path, table: str, key_id: Optional[str] = None, secret:
     return str(path)
 
 
+def luigi_cfg(folder: Path, changes: Dict[str, Dict[str, str]]) -> str:
+    """The project's luigi.cfg with some values changed, written into `folder`."""
+    parser = configparser.ConfigParser(interpolation=None)
+    parser.read(ROOT / "luigi.cfg")
+    for section, values in changes.items():
+        parser[section].update(values)
+    path = folder / "luigi.cfg"
+    with open(path, "w") as f:
+        parser.write(f)
+    return str(path)
+
+
 def luigi_env(endpoint: Optional[str], extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
+    """Use extra={"LUIGI_CONFIG_PATH": luigi_cfg(...)} for changed settings."""
     env = dict(os.environ, LUIGI_CONFIG_PATH=str(ROOT / "luigi.cfg"), PYTHONUNBUFFERED="1")
     if endpoint:
         env["AWS_ENDPOINT_URL"] = endpoint

@@ -75,6 +75,14 @@ def test_failed_run_stays_unmarked_others_marked(archive, tmp_path):
     assert marked("s3://ops/markers", "manifest") == set(runs) - {runs[1]}
     good = [r for r in runs if r != runs[1]]
     assert table_items("manifest") == truth.expected_items(now=time.time(), runs=good)
+    # The failed backfill still ends with its summary, on the console and in _summaries/.
+    assert "Populated manifest: 3 runs done now, 0 already done, 1 left" in proc.stdout, proc.stdout[-2000:]
+    assert f"  {runs[1]}: " in proc.stdout and "part-00099.gz" in proc.stdout
+    listed = boto3.client("s3").list_objects_v2(Bucket="ops", Prefix="markers/manifest/_summaries/")["Contents"]
+    assert len(listed) == 1
+    saved = json.loads(boto3.client("s3").get_object(Bucket="ops", Key=listed[0]["Key"])["Body"].read())
+    assert saved["runs_left"] == [runs[1]] and sorted(saved["runs_done_now"]) == good
+    assert "part-00099.gz" in saved["runs_failed"][0]["reason"]
 
 
 @pytest.mark.slow  # the default suite's seeded kill trials are in test_cli_kill_and_rivals.py

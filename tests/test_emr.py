@@ -112,6 +112,7 @@ def test_settings_from_luigi_cfg_strings():
         "tags": '{"team": "data", "env": "prod"}', "bootstrap_actions": '["s3://acme-ops/bootstrap/tune.sh"]',
         "spark_submit_args": "--conf spark.executor.memory=6g", "step_concurrency": "2", "cluster_id": "",
         "log_uri": "s3a://acme-logs/emr/", "core_bid_price": "0.12", "python_packages": '["ujson==5.10.0"]',
+        "poll_seconds": "20",
     })
     assert (s.release_label, s.core_instance_count, s.idle_timeout_seconds, s.step_concurrency) == \
         ("emr-7.2.0", 4, 900, 2)
@@ -122,6 +123,7 @@ def test_settings_from_luigi_cfg_strings():
     assert s.cluster_id is None and s.log_uri == "s3://acme-logs/emr/"
     assert (s.core_market, s.core_bid_price) == ("SPOT", "0.12")
     assert s.python_packages == ["ujson==5.10.0"]
+    assert s.poll_seconds == 20.0 and EmrSettings().poll_seconds == 60.0
 
 
 def test_idle_timeout_is_always_set():
@@ -144,6 +146,9 @@ def test_idle_timeout_is_always_set():
     ("master_instance_count", "2"),
     ("bootstrap_actions", '["/home/me/script.sh"]'),
     ("step_concurrency", "0"),
+    ("poll_seconds", "0"),
+    ("poll_seconds", "a minute"),
+    ("poll_seconds", "nan"),
     ("no_such_setting", "1"),
 ])
 def test_bad_settings_fail_in_one_line(key, value):

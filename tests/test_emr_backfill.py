@@ -4,6 +4,7 @@ moto never runs a step, so a thread here plays EMR: for each submitted step it f
 step names (zip and entry script, byte for byte what the pipeline uploaded), runs it with pyspark's spark-submit
 on local[2] with the step's own arguments, and sets the step's state from the exit code.
 """
+import json
 import os
 import subprocess
 import tempfile
@@ -21,11 +22,12 @@ from bench.archive import generate_archive
 from pipeline.local import spark_submit
 from pipeline.markers import MarkerStore
 from spark.storage import parse_location, read_bytes
-from tests.cli import luigi_env, populate_command, run_luigi, storage_config, table_items
+from tests import procs
+from tests.cli import luigi_cfg, luigi_env, populate_command, run_luigi, storage_config, table_items
 from tests.test_cli_backfill import ARCHIVE, recent_runs
+from tests.test_secrets import KEY_ID, SECRET, leaks, luigid, luigid_answers  # noqa: F401 (luigid: a fixture)
 
 REGION = "us-east-1"
-KEY_ID, SECRET = "AKIACANARYEMR7X3Q9Z1", "emr-canary-secret-6b0f2d9e4c1a8f7e"
 TASK_FAILED = 30
 
 
@@ -84,6 +86,11 @@ def emr_world(tmp_path, monkeypatch):
     server.stop()
 
 
+def emr_env(endpoint: str, folder) -> dict:
+    """The luigi command's environment, looking at a step every second rather than backing off to a minute."""
+    return luigi_env(endpoint, {"LUIGI_CONFIG_PATH": luigi_cfg(folder, {"emr": {"poll_seconds": "1"}})})
+
+
 def clusters():
     return list(emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters.values())
 
@@ -96,27 +103,52 @@ def all_objects():
                 yield bucket, obj["Key"]
 
 
-def test_emr_backfill_runs_steps_marks_runs_and_terminates(emr_world, tmp_path):
+def test_emr_count_and_backfill_under_luigid_leave_no_secret_and_no_cluster(emr_world, tmp_path, luigid):  # noqa: F811
+    """The EMR half of the secrets canary, with a dry run's count step before the backfill's steps."""
     endpoint, runs, truth, storage = emr_world
+    url, _, stop_luigid = luigid
+    env = emr_env(endpoint, tmp_path)
+    scheduler = ["--scheduler-host", "127.0.0.1", "--scheduler-port", url.rsplit(":", 1)[1]]
     emr = FakeEmr(endpoint)
     emr.start()
-    command = populate_command(ARCHIVE, storage, "s3://ops/markers", "--runner", "emr", "--create-table",
-                               "--batch-size", "2")
-    proc = run_luigi(command, tmp_path, luigi_env(endpoint))
+    command_lines = set()
+    plan_file = tmp_path / "plan.json"
+    with procs.polling(lambda: command_lines.update(procs.cmdline(pid) for pid in procs.pids())):
+        dry = run_luigi(populate_command(ARCHIVE, storage, "s3://ops/markers", "--runner", "emr", "--create-table",
+                                         "--dry-run",
+                                         "--count-events", "--output-json", str(plan_file), scheduler=scheduler),
+                        tmp_path, env)
+        after_count = [(c.id, c.state) for c in clusters()]
+        proc = run_luigi(populate_command(ARCHIVE, storage, "s3://ops/markers", "--runner", "emr", "--create-table",
+                                          "--batch-size", "2", scheduler=scheduler), tmp_path, env)
     emr.stop.set()
+    # The dry run counted every run's valid events in one step on a cluster of its own, then ended it.
+    assert dry.returncode == 0, dry.stderr[-3000:]
+    plan = json.loads(plan_file.read_text())
+    assert plan["events_source"] == "counted"
+    assert {r: plan["per_run"][r]["events"] for r in runs} == {r: len(truth.run(r).events) for r in runs}
+    assert len(after_count) == 1 and after_count[0][1] == "TERMINATED"
+    # The backfill: one more cluster, one step per batch, every run marked, the cluster ended.
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert table_items("manifest") == truth.expected_items(now=time.time())
     assert MarkerStore(parse_location("s3://ops/markers"), "manifest").done_runs() == set(runs)
-    assert len(clusters()) == 1 and clusters()[0].state == "TERMINATED"  # one cluster for the whole backfill
-    assert len(emr.step_args) == 2
-    for args in emr.step_args:
-        assert KEY_ID not in " ".join(args) and SECRET not in " ".join(args)
+    assert len(clusters()) == 2 and all(c.state == "TERMINATED" for c in clusters())
+    assert len(emr.step_args) == 3
     keys = list(all_objects())
-    assert not any("/credentials/" in key for _, key in keys), "staged credentials must be gone at the end"
-    for bucket, key in keys:  # no object holds a secret (the staged credentials are deleted)
+    assert not any("/credentials/" in key or "/counts/" in key for _, key in keys), "staged files must be gone"
+    answers = luigid_answers(url)
+    assert "RunBatch" in answers["task_list DONE"], answers["task_list DONE"]
+    stop_luigid()
+
+    found = leaks("the dry run's output", dry.stdout + dry.stderr) + leaks("the output", proc.stdout + proc.stderr)
+    found += [leak for args in emr.step_args for leak in leaks(f"step arguments {args}", " ".join(args))]
+    for bucket, key in keys:
         body = boto3.client("s3").get_object(Bucket=bucket, Key=key)["Body"].read()
-        assert KEY_ID.encode() not in body and SECRET.encode() not in body, key
-    assert KEY_ID not in proc.stdout + proc.stderr and SECRET not in proc.stdout + proc.stderr
+        found += leaks(f"s3://{bucket}/{key}", key) + leaks(f"the object s3://{bucket}/{key}", body)
+    found += [leak for line in command_lines for leak in leaks(f"the command line {line[:200]}", line)]
+    found += [leak for key, text in answers.items() for leak in leaks(f"luigid's {key}", text)]
+    assert any("populate.py" in line and "--spec s3://" in line for line in command_lines), "no job seen"
+    assert not found, found
 
 
 def test_failed_step_fails_its_batch_and_marks_nothing(emr_world, tmp_path):
@@ -126,7 +158,7 @@ def test_failed_step_fails_its_batch_and_marks_nothing(emr_world, tmp_path):
     emr.start()
     command = populate_command(ARCHIVE, storage, "s3://ops/markers", "--runner", "emr", "--create-table",
                                "--batch-size", "3")
-    proc = run_luigi(command, tmp_path, luigi_env(endpoint))
+    proc = run_luigi(command, tmp_path, emr_env(endpoint, tmp_path))
     emr.stop.set()
     assert proc.returncode == TASK_FAILED
     last = proc.stderr.strip().splitlines()[-1]
