@@ -21,6 +21,7 @@ setup(
         "test": [
             "moto[server]>=5.0,<6",
             "pytest>=7",
+            "pytest-xdist>=3",
             "hypothesis>=6",
             "ruff",
         ],

@@ -10,6 +10,7 @@ import dataclasses
 import hashlib
 import json
 import logging
+import multiprocessing
 import os
 import tempfile
 import time
@@ -30,6 +31,10 @@ from .markers import MarkerStore
 from .plan import Context, Params, Plan, load_context, make_plan
 
 log = logging.getLogger("manifest.tasks")
+
+# Batches failed in this process or in the Luigi worker processes it forks (shared memory): only a backfill whose
+# own batch failed gets its summary at exit, not one that left its batches to another process under luigid.
+_FAILED_BATCHES = multiprocessing.Value("i", 0)
 
 
 def config_section(name: str) -> dict:
@@ -128,6 +133,11 @@ class RunBatch(_Backfill):
 
     def complete(self) -> bool:
         return set(self.runs) <= self.context().store.done_runs(cached=True)
+
+    def on_failure(self, exception: BaseException) -> str:
+        with _FAILED_BATCHES.get_lock():
+            _FAILED_BATCHES.value += 1
+        return super().on_failure(exception)
 
     def run(self):
         ctx = self.context()
@@ -339,8 +349,7 @@ class PopulateManifest(_Backfill):
             self.emr_runner(plan.context).finish(success=True)
 
     def _summary_location(self, plan: Plan):
-        """Named by the backfill's start and process, so the exit hook can tell whether run() (maybe in a forked
-        worker process) already wrote it."""
+        """Named by the backfill's start and process: two backfills at once never write the same summary."""
         return plan.context.store.summary(self._summary_name)
 
     def _summarise(self, plan: Plan) -> dict:
@@ -353,11 +362,10 @@ class PopulateManifest(_Backfill):
     def _summarise_unfinished(self) -> None:
         """At exit: Luigi never runs this task when a batch failed, and a failed backfill needs its summary most."""
         plan = self._plan
-        if self._summarised or plan is None:
+        if self._summarised or plan is None or not _FAILED_BATCHES.value:
             return
         try:
-            if plan.context.store.read_json(self._summary_location(plan)) is None:
-                self._summarise(plan)
+            self._summarise(plan)
         except Exception as e:  # noqa: BLE001 - best effort while exiting: say so, never mask the exit code
             log.warning("no summary written: %s", " ".join(str(e).split()))
 

@@ -1,4 +1,6 @@
 """Run ids, --since, enumeration (paginated, over 1,000 runs) and batching."""
+from concurrent.futures import ThreadPoolExecutor
+
 import boto3
 import pytest
 
@@ -68,11 +70,10 @@ def test_enumerate_local_skips_names_that_are_not_runs(tmp_path):
 def test_enumerate_s3_paginates_past_1000_runs(moto_reset):
     s3 = boto3.client("s3")
     s3.create_bucket(Bucket="archive")
-    expected = []
-    for i in range(1100):
-        run = f"2026-{1 + i // 600:02d}-{1 + (i // 24) % 25:02d}-{i % 24:02d}-{i % 60:02d}-00"
-        expected.append(run)
-        s3.put_object(Bucket="archive", Key=f"enriched/run={run}/part-00000", Body=b"x")
+    expected = [f"2026-{1 + i // 600:02d}-{1 + (i // 24) % 25:02d}-{i % 24:02d}-{i % 60:02d}-00" for i in range(1100)]
+    with ThreadPoolExecutor(8) as pool:  # moto answers one request at a time per connection: overlap them
+        list(pool.map(lambda run: s3.put_object(Bucket="archive", Key=f"enriched/run={run}/part-00000", Body=b"x"),
+                      expected))
     s3.put_object(Bucket="archive", Key="enriched/tmp/x", Body=b"x")
     found, skipped = runs.enumerate_runs(parse_location("s3a://archive/enriched"), s3)
     assert found == sorted(set(expected)) and len(found) == 1100
