@@ -12,8 +12,6 @@ from __future__ import annotations
 import calendar
 import re
 from dataclasses import dataclass, field
-from itertools import repeat
-from operator import itemgetter
 from typing import Dict, Iterable, Iterator, List, Optional, Tuple
 
 from spark.report import MALFORMED_REASONS, MAX_EXAMPLES
@@ -29,7 +27,6 @@ _UUID = re.compile(rb"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4
 _TSTAMP = re.compile(rb"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?\Z")
 _DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _UNSEEN = object()
-_EVENT_ID, _ETL_TSTAMP, _FINGERPRINT = itemgetter(EVENT_ID_FIELD), itemgetter(ETL_TSTAMP_FIELD), itemgetter(1)
 _CACHE_LIMIT = 100_000  # distinct etl_tstamps remembered: batch runs have one, stream-enrich runs a few per minute
 
 # The reduce value for one key: one (etl_seconds, run, copies) triple per run holding the key.
@@ -72,91 +69,55 @@ def scan_lines(batches: Iterable[List[bytes]], source: str, tally: LineTally,
 
     A line is malformed for the first failing check of: field count, event id (a UUID), etl_tstamp; otherwise it
     has no fingerprint or is valid. Examples name `source` and the 1-based line number, never the content.
-    The event id is lowercased: the shredders write java.util.UUID.toString(). Counts are settled per batch, so
-    a consumer that stops early still sees consistent ones.
+    The event id is lowercased: the shredders write java.util.UUID.toString(). This loop is the job's hot path,
+    hence the local names and the memoised timestamps (a batch run's events share one).
     """
     cache = {} if cache is None else cache
-    for lines in batches:
-        events = _scan_clean_batch(lines, tally, cache)
-        yield from _scan_each(lines, source, tally, cache) if events is None else events
-
-
-def _scan_clean_batch(lines: List[bytes], tally: LineTally, cache: Dict[bytes, Optional[int]]
-                      ) -> Optional[Iterator[Event]]:
-    """The job's hot path: a batch with no malformed line, checked and cut with C-level maps instead of a Python
-    loop per line (twice as fast). None when some line is malformed: `_scan_each` then tells which, line by line.
-    """
-    n = len(lines)
-    if not n or list(map(bytes.count, lines, repeat(b"\t", n))).count(_TABS) != n:
-        return None
-    heads = list(map(bytes.split, lines, repeat(b"\t", n), repeat(7, n)))
-    ids = list(map(_EVENT_ID, heads))
-    if None in map(_UUID.match, ids):
-        return None
-    stamps = {raw: _etl_ms(raw, cache) for raw in set(map(_ETL_TSTAMP, heads))}
-    if None in stamps.values():
-        return None
-    fingerprints = list(map(_FINGERPRINT, map(bytes.rsplit, lines, repeat(b"\t", n), repeat(2, n))))
-    no_fingerprint = fingerprints.count(b"")
-    times = repeat(next(iter(stamps.values())), n) if len(stamps) == 1 else map(stamps.__getitem__,
-                                                                                   map(_ETL_TSTAMP, heads))
-    earliest = min(stamps.values())
-    tally.lines += n
-    tally.valid += n - no_fingerprint
-    tally.no_fingerprint += no_fingerprint
-    tally.min_etl_ms = earliest if tally.min_etl_ms is None else min(tally.min_etl_ms, earliest)
-    events = zip(map(str.lower, map(bytes.decode, ids)),
-                 map(bytes.decode, fingerprints, repeat("utf-8", n), repeat("replace", n)), times)
-    return (e for e in events if e[1]) if no_fingerprint else events
-
-
-def _etl_ms(raw: bytes, cache: Dict[bytes, Optional[int]]) -> Optional[int]:
-    ms = cache.get(raw, _UNSEEN)
-    if ms is _UNSEEN:
-        if len(cache) >= _CACHE_LIMIT:
-            cache.clear()
-        ms = cache[raw] = parse_etl_tstamp(raw)
-    return ms
-
-
-def _scan_each(lines: List[bytes], source: str, tally: LineTally, cache: Dict[bytes, Optional[int]]
-               ) -> Iterator[Event]:
-    """The reference: one line at a time, naming each malformed line."""
     malformed = tally.malformed
     examples = tally.examples
+    uuid_match = _UUID.match
+    cache_get = cache.get
     number = tally.lines
     no_fingerprint = valid = 0
     min_ms = tally.min_etl_ms
-    for line in lines:
-        number += 1
-        if line.count(b"\t") != _TABS:
-            reason = "field_count"
-        else:
-            head = line.split(b"\t", 7)
-            event_id = head[EVENT_ID_FIELD]
-            if _UUID.match(event_id) is None:
-                reason = "event_id"
+    for lines in batches:
+        for line in lines:
+            number += 1
+            if line.count(b"\t") != _TABS:
+                reason = "field_count"
             else:
-                ms = _etl_ms(head[ETL_TSTAMP_FIELD], cache)
-                if ms is None:
-                    reason = "etl_tstamp"
+                head = line.split(b"\t", 7)
+                event_id = head[EVENT_ID_FIELD]
+                if uuid_match(event_id) is None:
+                    reason = "event_id"
                 else:
-                    if min_ms is None or ms < min_ms:
-                        min_ms = ms
-                    fingerprint = line.rsplit(b"\t", 2)[1]
-                    if not fingerprint:
-                        no_fingerprint += 1
+                    raw = head[ETL_TSTAMP_FIELD]
+                    ms = cache_get(raw, _UNSEEN)
+                    if ms is _UNSEEN:
+                        if len(cache) >= _CACHE_LIMIT:
+                            cache.clear()
+                        ms = cache[raw] = parse_etl_tstamp(raw)
+                    if ms is None:
+                        reason = "etl_tstamp"
                     else:
-                        valid += 1
-                        yield event_id.decode("ascii").lower(), fingerprint.decode("utf-8", "replace"), ms
-                    continue
-        malformed[reason] += 1
-        if len(examples) < MAX_EXAMPLES:
-            examples.append(f"{source}:{number}: {reason}")
-    tally.lines = number
-    tally.no_fingerprint += no_fingerprint
-    tally.valid += valid
-    tally.min_etl_ms = min_ms
+                        if min_ms is None or ms < min_ms:
+                            min_ms = ms
+                        fingerprint = line.rsplit(b"\t", 2)[1]
+                        if not fingerprint:
+                            no_fingerprint += 1
+                        else:
+                            valid += 1
+                            yield event_id.decode("ascii").lower(), fingerprint.decode("utf-8", "replace"), ms
+                        continue
+            malformed[reason] += 1
+            if len(examples) < MAX_EXAMPLES:
+                examples.append(f"{source}:{number}: {reason}")
+        # Settled per batch so a consumer that stops early still sees consistent counts.
+        tally.lines = number
+        tally.no_fingerprint += no_fingerprint
+        tally.valid += valid
+        tally.min_etl_ms = min_ms
+        no_fingerprint = valid = 0
 
 
 def classify_line(line: bytes) -> Tuple[str, Optional[Event]]:

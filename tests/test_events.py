@@ -244,22 +244,3 @@ def test_any_bytes_never_crash_and_each_line_is_classified_once(batches):
 def test_a_line_is_classified_the_same_with_or_without_its_ending(text):
     assert ev.classify_line(text) == ev.classify_line(text + b"\n") == ev.classify_line(text + b"\r\n")
 
-
-# Clean lines (the batch fast path): ids in either case, a few etl_tstamps, fingerprints empty or not UTF-8.
-clean_lines = st.builds(
-    lambda eid, etl, fp: _mutated([(6, eid.encode()), (2, etl.encode()), (129, fp)], 131),
-    st.sampled_from([EID, EID.upper(), "00000000-0000-0000-0000-000000000000"]),
-    st.sampled_from([ETL, "2026-05-01 12:00:00", "2025-12-31 23:59:59.1"]),
-    st.sampled_from([FP.encode(), b"", b"\xff\xfe"]),
-)
-
-
-@settings(max_examples=200, deadline=None)
-@given(batches=st.lists(st.one_of(st.lists(clean_lines, max_size=12), any_lines), max_size=4))
-def test_batch_fast_path_agrees_with_the_line_by_line_reference(batches):
-    tally, reference = ev.LineTally(), ev.LineTally()
-    found = list(ev.scan_lines(batches, "obj", tally))
-    cache = {}
-    expected = [e for b in batches for e in ev._scan_each(b, "obj", reference, cache)]
-    assert found == expected
-    assert tally == reference
