@@ -2,6 +2,8 @@
 stand-in (correctness of the figures, not their speed: speed targets live in bench/RESULTS.md)."""
 from __future__ import annotations
 
+import pytest
+
 from bench.write import Config, Setup, collapse, make_events, markdown, missing_and_wrong, run, verdicts
 
 
@@ -47,3 +49,21 @@ def test_every_strategy_reports_its_figures_from_one_real_run(moto_reset):
     rows = [line.split(" | ")[0] for line in markdown(report).splitlines() if line.startswith("| ")]
     assert rows == ["| strategy", "| conditional", "| fast", "| original", "| round", "| 1", "| **median**"]
     assert ("fast: re-run consumes no WCU: 0", True) in verdicts(report)
+
+
+def test_extraction_runs_every_method_each_round_and_pairs_their_ratios(tmp_path):
+    from bench.archive import big_object
+    from bench.extract import Measurement, in_rounds, job_parse
+
+    gz = big_object(str(tmp_path / "part.gz"), 300, gzip=True, seed=1)
+    order = []
+    cases = [("a", "gzip", gz, lambda: order.append("a") or gz.events, "events"),
+             ("job", "gzip", gz, lambda: order.append("job") or job_parse(gz.path), "events")]
+    a, job = in_rounds(3, cases)
+    assert order == ["a", "job"] * 3 and len(a.rounds) == len(job.rounds) == 3 and job.cpu == min(job.rounds)
+    base = Measurement("zlib", "gzip", 10, 10, 1.0, 1.0, [1.0, 2.0, 1.0])
+    slower = Measurement("job", "gzip", 10, 10, 2.0, 2.0, [2.0, 3.0, 4.0])
+    assert slower.ratio_to(base) == 0.5  # median of 1/2, 2/3, 1/4
+    wrong = [("short", "gzip", gz, lambda: gz.events - 1, "events")]
+    with pytest.raises(RuntimeError, match="got 299 events"):
+        in_rounds(1, wrong)
