@@ -57,6 +57,10 @@ def test_empty_line_is_a_field_count_error():
 @pytest.mark.parametrize("event_id", [
     "", "not-a-uuid", EID[:-1], EID + "0", "{" + EID + "}", EID.replace("-", ""), EID.replace("a", "g"),
     " " + EID, EID.replace("-", "_"),
+    EID[:35] + "-",  # a fifth dash where a digit belongs
+    EID[1:9] + "-" + EID[9:],  # 36 characters, a dash one place early
+    "-" * 36, "0" * 36, EID[:8] + "-" + EID[9:13] + "--" + EID[15:],
+    EID.replace("5", "\u0665"), EID[:-1] + "\n",
 ])
 def test_bad_event_id(event_id):
     assert ev.classify_line(line(event_id=event_id)) == ("event_id", None)
