@@ -194,8 +194,7 @@ class ImportBatch(RunBatch):
         """Run the staging job and check every run's report; the record of the attempt about to start."""
         store, config, ident = ctx.store, ctx.config, self.batch_id
         staging = staging_location(store, ident)
-        for obj in storage.list_objects(staging, store.client):  # an earlier attempt's files are never imported
-            storage.delete(staging.child(obj.name), store.client)
+        storage.delete_all(staging, store.client)  # an earlier attempt's files are never imported
         self.set_status_message(f"staging the items of {len(self.runs)} runs")
         spec = BatchSpec(
             batch_id=ident, archive=ctx.archive.uri, runs=list(self.runs), reports=store.reports(ident).uri,

@@ -271,7 +271,7 @@ class PopulateManifest(_Backfill):
         if self._plan is None:
             self._started = time.time()  # the backfill's start, for the summary's elapsed time and WCU/s
             stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(self._started))
-            self._summary_name = f"{stamp}-{os.getpid()}"
+            self._summary_name = f"{stamp}-{os.getpid()}"  # two backfills at once never share a summary
             self._plan = make_plan(self.plan_params())
         return self._plan
 
@@ -312,8 +312,7 @@ class PopulateManifest(_Backfill):
                 log.warning("the count step failed (%s): %d of %d runs counted", outcome.detail, len(counted),
                             len(spec.runs))
         finally:
-            for obj in storage.list_objects(folder, ctx.store.client):
-                storage.delete(folder.child(obj.name), ctx.store.client)
+            storage.delete_all(folder, ctx.store.client)
             runner.terminate_created_cluster()
         return counted
 
@@ -348,13 +347,9 @@ class PopulateManifest(_Backfill):
         if self.runner == "emr" and not data.get("runs_left"):
             self.emr_runner(plan.context).finish(success=True)
 
-    def _summary_location(self, plan: Plan):
-        """Named by the backfill's start and process: two backfills at once never write the same summary."""
-        return plan.context.store.summary(self._summary_name)
-
     def _summarise(self, plan: Plan) -> dict:
         text, data = summary.after_run(plan, self._started)
-        plan.context.store.write_json(self._summary_location(plan), data)
+        plan.context.store.write_json(plan.context.store.summary(self._summary_name), data)
         self._summarised = True
         self._report(text, data)
         return data

@@ -220,6 +220,12 @@ def delete(loc: Location, client=None) -> None:
     (client or s3_client()).delete_object(Bucket=loc.bucket, Key=loc.key)
 
 
+def delete_all(folder: Location, client=None) -> None:
+    """Every object under `folder` (one listing, one delete each)."""
+    for obj in list_objects(folder, client):
+        delete(folder.child(obj.name), client)
+
+
 def iter_lines_local(path: str) -> Iterator[bytes]:
     with open(path, "rb") as f:
         yield from f
