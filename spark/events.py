@@ -23,7 +23,11 @@ FINGERPRINT_FIELD = 129
 SECONDS_PER_DAY = 86400
 
 _TABS = FIELD_COUNT - 1
-_HEX_AND_DASH = b"0123456789abcdefABCDEF-"
+# Each byte of an event id to its class: lowercase hex to 'x', uppercase hex to 'X', '-' to itself, the rest to '?'.
+# One translate and one comparison then check a UUID's whole shape (length, dash positions, digits).
+_ID_SHAPE = bytes(ord("x") if chr(b) in "0123456789abcdef" else ord("X") if chr(b) in "ABCDEF"
+                  else b if b == ord("-") else ord("?") for b in range(256))
+_UUID_SHAPE = b"xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx"
 _TSTAMP = re.compile(rb"(\d{4})-(\d\d)-(\d\d) (\d\d):(\d\d):(\d\d)(?:\.(\d{1,9}))?\Z")
 _DAYS_IN_MONTH = (0, 31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _UNSEEN = object()
@@ -88,9 +92,10 @@ def scan_lines(batches: Iterable[List[bytes]], source: str, tally: LineTally,
             else:
                 head = line.split(b"\t", 7)
                 event_id = head[EVENT_ID_FIELD]
-                # A UUID in 8-4-4-4-12 hex digits: four C calls instead of a regular expression.
-                if len(event_id) != 36 or event_id[8:24:5] != b"----" or event_id.strip(_HEX_AND_DASH) \
-                        or event_id.count(b"-") != 4:
+                shape = event_id.translate(_ID_SHAPE)
+                if shape != _UUID_SHAPE:  # not a lowercase UUID: maybe one with uppercase digits
+                    event_id = event_id.lower() if shape.lower() == _UUID_SHAPE else None
+                if event_id is None:
                     reason = "event_id"
                 else:
                     raw = head[ETL_TSTAMP_FIELD]
@@ -111,7 +116,7 @@ def scan_lines(batches: Iterable[List[bytes]], source: str, tally: LineTally,
                             no_fingerprint += 1
                         else:
                             valid += 1
-                            yield event_id.decode("ascii").lower(), fingerprint.decode("utf-8", "replace"), ms
+                            yield event_id.decode("ascii"), fingerprint.decode("utf-8", "replace"), ms
                         continue
             malformed[reason] += 1
             if len(examples) < MAX_EXAMPLES:

@@ -45,7 +45,9 @@ def test_every_strategy_reports_its_figures_from_one_real_run(moto_reset):
     assert original.consumed_wcu == 33 and original.wcu_per_item == 1.1
     assert original.throttled_requests > 0  # two unlimited tasks against 20 WCU/s
     assert original.rerun_wcu == 33
-    assert len(report.cpu_rounds) == 1 and all(ms > 0 for ms in report.cpu_rounds[0])
+    assert len(report.cpu_rounds) == 1 and len(report.cpu_rounds[0]) == 5 and all(ms > 0 for ms in report.cpu_rounds[0])
+    judged = [text for text, _ in verdicts(report) if "boto3's own per call" in text]
+    assert len(judged) == 2 and "back to back (medians)" in judged[0] and "paced (medians)" in judged[1]
     rows = [line.split(" | ")[0] for line in markdown(report).splitlines() if line.startswith("| ")]
     assert rows == ["| strategy", "| conditional", "| fast", "| original", "| round", "| 1", "| **median**"]
     assert ("fast: re-run consumes no WCU: 0", True) in verdicts(report)

@@ -37,8 +37,7 @@ def standin(moto_reset):
     def start(wcu, **options):
         server, url = start_endpoint(moto_reset, wcu, **options)
         servers.append(server)
-        client = boto3.session.Session(region_name="us-east-1").client(
-            "dynamodb", endpoint_url=url, config=dynamodb_client("us-east-1", None).meta.config)
+        client = dynamodb_client("us-east-1", None, endpoint_url=url)
         return client, url
 
     yield start

@@ -2,12 +2,14 @@
 the capacity-enforcing stand-in, and the token bucket on a fake clock."""
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
 
 import boto3
 import pytest
+from botocore.exceptions import ParamValidationError
 
 from bench.dynamo_endpoint import fetch_stats
 from pipeline.table import ATTRIBUTES, KEY_SCHEMA
@@ -252,6 +254,25 @@ def test_credentials_from_the_config_are_used_and_never_shown(moto_reset):
     with pytest.raises(ValueError) as raised:
         dynamodb_client("us-east-1", {"accessKeyId": "AKIAIOSFODNN7EXAMPLE"})
     assert "AKIA" not in str(raised.value)
+
+
+def test_the_job_client_skips_parameter_validation_and_takes_an_endpoint(moto_reset):
+    """Validation costs CPU on every request; the endpoint argument is how the benchmark builds this same client."""
+    create_table()
+    client = dynamodb_client("us-east-1", None, endpoint_url=os.environ["AWS_ENDPOINT_URL"])
+    assert client.meta.endpoint_url == os.environ["AWS_ENDPOINT_URL"]
+    # A validating client refuses a Limit below the model's minimum of 1 before sending; this one sends the request.
+    assert TABLE in client.list_tables(Limit=0)["TableNames"]
+    with pytest.raises(ParamValidationError):
+        boto3.client("dynamodb", region_name="us-east-1").list_tables(Limit=0)
+
+
+def test_the_job_client_names_itself_in_the_user_agent(moto_reset):
+    client = dynamodb_client("us-east-1", None)
+    sent = []
+    client.meta.events.register("before-send", lambda request, **_: sent.append(request.headers["User-Agent"]))
+    client.list_tables()
+    assert sent and sent[0].decode().startswith("snowplow-manifest-populator Python/")
 
 
 def test_unknown_mode_is_refused():
