@@ -19,8 +19,6 @@ import tempfile
 import time
 from typing import Callable, List, Optional
 
-from botocore.exceptions import ClientError
-
 from spark import report as reports
 from spark import storage
 from spark.spec import BatchSpec
@@ -119,24 +117,6 @@ def wait_import(client, arn: str, status: Callable[[dict], None], poll: float = 
         time.sleep(poll)
 
 
-def enable_ttl(client, table_name: str, timeout: float = 300.0) -> None:
-    """TTL on `ttl` once the table is ACTIVE; already enabled is fine (a resumed run)."""
-    deadline = time.monotonic() + timeout
-    while client.describe_table(TableName=table_name)["Table"]["TableStatus"] != "ACTIVE":
-        if time.monotonic() > deadline:
-            raise PipelineError(f"imported table '{table_name}' did not become ACTIVE in {timeout:.0f} s")
-        time.sleep(2)
-    current = client.describe_time_to_live(TableName=table_name).get("TimeToLiveDescription", {})
-    if current.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and current.get("AttributeName") == "ttl":
-        return
-    try:
-        client.update_time_to_live(TableName=table_name,
-                                   TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
-    except ClientError as e:
-        if "already enabled" not in str(e):
-            raise
-
-
 # --- the task -----------------------------------------------------------------------------------------------
 
 class ImportBatch(RunBatch):
@@ -181,7 +161,7 @@ class ImportBatch(RunBatch):
             if desc.get("ImportedItemCount") is not None and desc["ImportedItemCount"] != record["staged_items"]:
                 raise PipelineError(f"import {ident}: {record['staged_items']} items staged but "
                                     f"{desc['ImportedItemCount']} imported; no run was marked")
-            enable_ttl(dynamodb, config.table)
+            table.enable_ttl(dynamodb, config.table, config.region)
             from .maintenance import forget_cleaned  # here: maintenance builds on the tasks too
 
             forget_cleaned(store, todo)  # written again: no longer cleaned runs

@@ -55,9 +55,12 @@ def describe_table(client, table: str, region: str) -> Optional[TableInfo]:
     wcu = int(desc.get("ProvisionedThroughput", {}).get("WriteCapacityUnits") or 0)
     if billing == "PAY_PER_REQUEST":
         wcu = 0
+    return TableInfo(table, region, billing, wcu, ttl_enabled(client, table), int(desc.get("ItemCount", 0)))
+
+
+def ttl_enabled(client, table: str) -> bool:
     ttl = client.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
-    ttl_on = ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") == "ttl"
-    return TableInfo(table, region, billing, wcu, ttl_on, int(desc.get("ItemCount", 0)))
+    return ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") == "ttl"
 
 
 def ensure_table(client, table: str, region: str, create: bool) -> TableInfo:
@@ -84,18 +87,25 @@ def create_table(client, table: str, region: str, timeout: float = 300.0) -> Tab
         if e.response["Error"]["Code"] != "ResourceInUseException":
             raise
         log.info("table '%s' is being created by another process; waiting for it", table)
+    enable_ttl(client, table, region, timeout)
+    return describe_table(client, table, region)
+
+
+def enable_ttl(client, table: str, region: str, timeout: float = 300.0) -> None:
+    """TTL on `ttl` once the table is ACTIVE; already on (a concurrent creator, a resumed import) is fine."""
     deadline = time.monotonic() + timeout
     while client.describe_table(TableName=table)["Table"]["TableStatus"] != "ACTIVE":
         if time.monotonic() > deadline:
             raise PipelineError(f"DynamoDB table '{table}' in {region} did not become ACTIVE in {timeout:.0f} s")
         time.sleep(2)
+    if ttl_enabled(client, table):
+        return
     try:
         client.update_time_to_live(TableName=table,
                                    TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
-    except ClientError as e:  # already enabled by a concurrent creator
+    except ClientError as e:
         if "already enabled" not in str(e).lower():
             raise
-    return describe_table(client, table, region)
 
 
 def write_budget(info: TableInfo, requested: float, fraction: float, on_demand_cap: float) -> float:

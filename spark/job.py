@@ -703,34 +703,25 @@ def _stage_partition(index: int, keys: Iterator, config: dict) -> Iterator[dict]
     import gzip
     import io
 
-    outcomes: Dict[str, Dict[str, int]] = {}
-    winners: Dict[str, int] = {}
-    ttl_days, now, write_expired = config["ttl_days"], config["now"], config["write_expired"]
+    ttl_days = config["ttl_days"]
 
-    def add(run: str, name: str, n: int) -> None:
-        row = outcomes.setdefault(run, {})
-        row[name] = row.get(name, 0) + n
+    def winner_only(copies) -> tuple:
+        winner, settled = ev.settle(copies, ttl_days, config["now"], config["write_expired"])
+        return ([winner] if winner is not None else []), settled
 
-    buffer = io.BytesIO()
-    error = None
-    with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as out:
-        for (event_id, fingerprint), copies in keys:
-            winner, settled = ev.settle(copies, ttl_days, now, write_expired)
-            for run, outcome, n in settled:
-                add(run, outcome, n)
-            if winner is not None:
-                etl, run = winner
-                winners[run] = winners.get(run, 0) + 1
+    def stage(targets: Iterator) -> Dict[str, Dict[str, int]]:
+        staged: Dict[str, int] = {}
+        buffer = io.BytesIO()
+        with gzip.GzipFile(fileobj=buffer, mode="wb", mtime=0) as out:
+            for event_id, fingerprint, ((etl, run),) in targets:
+                staged[run] = staged.get(run, 0) + 1
                 out.write(import_line(event_id, fingerprint, etl, ev.ttl_for(etl, ttl_days)))
-    if winners:
-        try:
+        if staged:
             target = parse_location(config["staging"]).child(f"part-{index:05d}.json.gz")
             write_bytes(target, buffer.getvalue(), _client("s3", config["endpoints"]) if target.is_s3 else None)
-        except Exception as e:  # noqa: BLE001 - the batch's runs fail with this line
-            error = _one_line(e)
-    for run, n in winners.items():
-        add(run, "write_failures" if error else "written", n)
-    yield {"outcomes": outcomes, "error": error}
+        return {run: {"written": n} for run, n in staged.items()}
+
+    yield _settle_and_act(keys, winner_only, stage, "write_failures")
 
 
 # --- reports ------------------------------------------------------------------------------------------------

@@ -7,14 +7,25 @@ import os
 import shutil
 import subprocess
 import sys
+import time
+import urllib.parse
+import urllib.request
+from dataclasses import dataclass
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Callable, Dict, List, Optional, Tuple
 
 import boto3
 
+from bench.archive import ArchiveTruth, generate_archive, run_ids
+from bench.servers import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
+ARCHIVE = "s3://archive/enriched"
+ALREADY_RUNNING, NOT_RUN, TASK_FAILED, SCHEDULING_ERROR = 10, 25, 30, 35  # luigi.cfg [retcode]
 LUIGI = shutil.which("luigi", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+LUIGID = shutil.which("luigid", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 
 
 def storage_config(path: Path, table: str, key_id: Optional[str] = None, secret: Optional[str] = None) -> str:
@@ -71,3 +82,76 @@ def table_items(table: str) -> Dict[tuple, tuple]:
         for it in page["Items"]:
             items[(it["eventId"]["S"], it["fingerprint"]["S"])] = (int(it["etlTime"]["N"]), int(it["ttl"]["N"]))
     return items
+
+
+def ops_objects() -> list:
+    """Every object of the markers' bucket as (key, ETag): what a command must leave untouched."""
+    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket="ops")
+    return sorted((o["Key"], o["ETag"]) for page in pages for o in page.get("Contents", []))
+
+
+def recent_runs(count: int, hours_ago: int = 72) -> List[str]:
+    """Runs close to now, so no item has an expired ttl."""
+    start = datetime.now(timezone.utc).replace(tzinfo=None, minute=0, second=0, microsecond=0)
+    return run_ids(start - timedelta(hours=hours_ago), count)
+
+
+def create_buckets() -> None:
+    """The archive's bucket and the markers' ("ops"), as every end-to-end test has them."""
+    s3 = boto3.client("s3")
+    for bucket in ("archive", "ops"):
+        s3.create_bucket(Bucket=bucket)
+
+
+def make_archive(count: int, events: int, archive: str = ARCHIVE, **options) -> Tuple[List[str], ArchiveTruth]:
+    """Both buckets, and `count` recent runs of `events` events each generated under `archive`."""
+    create_buckets()
+    runs = recent_runs(count)
+    return runs, generate_archive(archive, runs, events, **options)
+
+
+@dataclass
+class Luigid:
+    """A real central scheduler on loopback."""
+    url: str
+    folder: Path  # its log, output and state
+    stop: Callable[[], None]  # SIGTERM, on which luigid dumps its state
+
+    @property
+    def scheduler(self) -> List[str]:
+        """The luigi command's arguments for this scheduler."""
+        return ["--scheduler-host", "127.0.0.1", "--scheduler-port", self.url.rsplit(":", 1)[1]]
+
+    def api(self, method: str, **data) -> str:
+        """luigid's raw answer to one API call."""
+        query = urllib.parse.urlencode({"data": json.dumps(data)})
+        with urllib.request.urlopen(f"{self.url}/api/{method}?{query}", timeout=10) as response:
+            return response.read().decode("utf-8")
+
+
+def start_luigid(folder: Path, timeout: float = 30.0) -> Luigid:
+    """luigid with the project's luigi.cfg, its files in `folder`, once its API answers."""
+    folder.mkdir(exist_ok=True)
+    port = free_port()
+    with open(folder / "output.log", "wb") as out:
+        proc = subprocess.Popen([LUIGID, "--address", "127.0.0.1", "--port", str(port), "--logdir", str(folder),
+                                 "--state-path", str(folder / "state.pickle")], stdout=out, stderr=subprocess.STDOUT,
+                                cwd=folder, env=dict(os.environ, LUIGI_CONFIG_PATH=str(ROOT / "luigi.cfg")))
+
+    def stop() -> None:
+        if proc.poll() is None:
+            proc.terminate()
+            proc.wait(30)
+
+    luigid = Luigid(f"http://127.0.0.1:{port}", folder, stop)
+    deadline = time.time() + timeout
+    while True:
+        try:
+            luigid.api("resource_list")
+            return luigid
+        except OSError:
+            if proc.poll() is not None or time.time() > deadline:
+                stop()
+                raise RuntimeError(f"luigid did not start on {luigid.url}: "
+                                   f"{(folder / 'output.log').read_text()[-2000:]}") from None
+            time.sleep(0.2)

@@ -81,6 +81,16 @@ def iglu_http():
 
 
 @pytest.fixture
+def luigid(tmp_path):
+    """A real luigid on 127.0.0.1 for one test (tests.cli.Luigid), stopped at its end."""
+    from tests.cli import start_luigid
+
+    scheduler = start_luigid(tmp_path / "luigid")
+    yield scheduler
+    scheduler.stop()
+
+
+@pytest.fixture
 def standin(moto_reset, monkeypatch):
     """Start capacity-enforcing DynamoDB stand-ins (bench/dynamo_endpoint.py) in front of the moto server and point
     DynamoDB clients at the latest one."""

@@ -5,35 +5,29 @@ import os
 import signal
 import subprocess
 import time
-from datetime import datetime, timedelta, timezone
 
 import boto3
 import pytest
 
-from bench.archive import generate_archive, run_ids
 from pipeline import table
 from pipeline.markers import MarkerStore
 from spark.storage import parse_location
-from tests.cli import luigi_env, populate_command, run_luigi, storage_config, table_items
-
-TASK_FAILED = 30
-ARCHIVE = "s3://archive/enriched"
-
-
-def recent_runs(count: int, hours_ago: int = 72):
-    """Runs close to now, so no item has an expired ttl."""
-    start = datetime.now(timezone.utc).replace(tzinfo=None, minute=0, second=0, microsecond=0)
-    return run_ids(start - timedelta(hours=hours_ago), count)
+from tests.cli import (
+    ARCHIVE,
+    TASK_FAILED,
+    luigi_env,
+    make_archive,
+    populate_command,
+    run_luigi,
+    storage_config,
+    table_items,
+)
 
 
 @pytest.fixture
 def archive(moto_reset):
-    s3 = boto3.client("s3")
-    for bucket in ("archive", "ops"):
-        s3.create_bucket(Bucket=bucket)
-    runs = recent_runs(4)
-    truth = generate_archive(ARCHIVE, runs, 60, malformed_fraction=0.005, no_fingerprint_fraction=0.02,
-                             stream_enrich_runs=1, seed=11)
+    runs, truth = make_archive(4, 60, malformed_fraction=0.005, no_fingerprint_fraction=0.02, stream_enrich_runs=1,
+                               seed=11)
     return runs, truth, moto_reset
 
 
@@ -78,9 +72,9 @@ def test_failed_run_stays_unmarked_others_marked(archive, tmp_path):
     # The failed backfill still ends with its summary, on the console and in _summaries/.
     assert "Populated manifest: 3 runs done now, 0 already done, 1 left" in proc.stdout, proc.stdout[-2000:]
     assert f"  {runs[1]}: " in proc.stdout and "part-00099.gz" in proc.stdout
-    listed = boto3.client("s3").list_objects_v2(Bucket="ops", Prefix="markers/manifest/_summaries/")["Contents"]
+    listed = s3.list_objects_v2(Bucket="ops", Prefix="markers/manifest/_summaries/")["Contents"]
     assert len(listed) == 1
-    saved = json.loads(boto3.client("s3").get_object(Bucket="ops", Key=listed[0]["Key"])["Body"].read())
+    saved = json.loads(s3.get_object(Bucket="ops", Key=listed[0]["Key"])["Body"].read())
     assert saved["runs_left"] == [runs[1]] and sorted(saved["runs_done_now"]) == good
     assert "part-00099.gz" in saved["runs_failed"][0]["reason"]
 

@@ -2,9 +2,7 @@
 import boto3
 import pytest
 
-from tests.cli import EXAMPLES, luigi_env, populate_command, run_luigi, storage_config
-
-SCHEDULING_ERROR = 35
+from tests.cli import EXAMPLES, SCHEDULING_ERROR, luigi_env, populate_command, run_luigi, storage_config
 
 
 @pytest.fixture

@@ -15,21 +15,26 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional
 
-import boto3
 import pytest
 
 from bench import servers
-from bench.archive import ArchiveTruth, generate_archive
+from bench.archive import ArchiveTruth
 from pipeline import leases
 from pipeline.markers import MarkerStore
 from spark import storage
 from spark.storage import parse_location
-from tests.cli import luigi_env, populate_command, run_luigi, storage_config, table_items
-from tests.test_cli_backfill import recent_runs
-from tests.test_luigid import luigid  # noqa: F401 (a fixture: a real luigid on 127.0.0.1)
+from tests.cli import (
+    ALREADY_RUNNING,
+    NOT_RUN,
+    luigi_env,
+    make_archive,
+    populate_command,
+    run_luigi,
+    storage_config,
+    table_items,
+)
 
 ARCHIVE = "s3://archive/interrupts"
-ALREADY_RUNNING, NOT_RUN = 10, 25  # luigi.cfg [retcode]
 SETTLED = ("written", "already_present", "batch_duplicates")  # what became of a key the run owes the table
 # What differs between two complete backfills with the same outcome: which processing met a key first, and cost.
 HOW_PROCESSED = ("batch_id", "timings")
@@ -42,14 +47,13 @@ class Scene:
     folder: Path
     runs: List[str]
     truth: ArchiveTruth
-    items: Dict[tuple, tuple]  # the reference table
     markers: Dict[str, dict]  # the reference markers, normalized
     seconds: float  # how long the uninterrupted reference run took
 
 
-def command(scene: Scene, name: str, *extra: str, batch_size: int = 2, scheduler: Optional[List[str]] = None):
-    """The backfill into table `name` with markers under s3://ops/<name>."""
-    storage_file = storage_config(scene.folder / f"{name}.json", name)
+def command(folder: Path, name: str, *extra: str, batch_size: int = 2, scheduler: Optional[List[str]] = None):
+    """The backfill into table `name` with markers under s3://ops/<name>, its storage config in `folder`."""
+    storage_file = storage_config(folder / f"{name}.json", name)
     return populate_command(ARCHIVE, storage_file, f"s3://ops/{name}", "--create-table", "--batch-size",
                             str(batch_size), "--max-write-capacity", "300", *extra, scheduler=scheduler)
 
@@ -98,10 +102,7 @@ def assert_markers_proven(scene: Scene, name: str) -> set:
 
 def assert_as_reference(scene: Scene, name: str, runs: Optional[List[str]] = None) -> None:
     runs = runs or scene.runs
-    if runs == scene.runs:
-        assert table_items(name) == scene.items
-    else:
-        assert table_items(name) == scene.truth.expected_items(now=time.time(), runs=runs)
+    assert table_items(name) == scene.truth.expected_items(now=time.time(), runs=runs)
     got, want = markers_of(name), {r: scene.markers[r] for r in runs}
     assert got == want, differences(got, want)
     here = leases.Owner.here()
@@ -112,23 +113,17 @@ def assert_as_reference(scene: Scene, name: str, runs: Optional[List[str]] = Non
 @pytest.fixture(scope="module")
 def scene(moto_endpoint, tmp_path_factory) -> Scene:
     servers.reset_moto(moto_endpoint)
-    s3 = boto3.client("s3")
-    for bucket in ("archive", "ops"):
-        s3.create_bucket(Bucket=bucket)
-    runs = recent_runs(4)
-    truth = generate_archive(ARCHIVE, runs, 40, malformed_fraction=0.01, no_fingerprint_fraction=0.02,
-                             stream_enrich_runs=1, seed=23)
+    runs, truth = make_archive(4, 40, ARCHIVE, malformed_fraction=0.01, no_fingerprint_fraction=0.02,
+                               stream_enrich_runs=1, seed=23)
     folder = tmp_path_factory.mktemp("interrupts")
-    partial = Scene(moto_endpoint, folder, runs, truth, {}, {}, 0.0)
     started = time.monotonic()
-    proc = run_luigi(command(partial, "reference"), folder, luigi_env(moto_endpoint))
+    proc = run_luigi(command(folder, "reference"), folder, luigi_env(moto_endpoint))
     seconds = time.monotonic() - started
     assert proc.returncode == 0, proc.stderr[-3000:]
-    items = table_items("reference")
-    assert items == truth.expected_items(now=time.time())
+    assert table_items("reference") == truth.expected_items(now=time.time())
     reference = markers_of("reference")
     assert set(reference) == set(runs) and lease_records("reference") == []
-    return Scene(moto_endpoint, folder, runs, truth, items, reference, seconds)
+    return Scene(moto_endpoint, folder, runs, truth, reference, seconds)
 
 
 # Two processes at once ------------------------------------------------------------------------------------------
@@ -186,8 +181,8 @@ def check_rivals(scene: Scene, name: str, results, runs: Optional[List[str]] = N
 def local_rivals(scene: Scene, name: str, delay: float = 0.0) -> None:
     """Like two machines (each its own Luigi pid-lock folder) with other batch sizes: overlapping batch ids."""
     results = rivals(scene, [
-        command(scene, name, "--lock-pid-dir", str(scene.folder / f"{name}-a"), batch_size=2),
-        command(scene, name, "--lock-pid-dir", str(scene.folder / f"{name}-b"), batch_size=3),
+        command(scene.folder, name, "--lock-pid-dir", str(scene.folder / f"{name}-a"), batch_size=2),
+        command(scene.folder, name, "--lock-pid-dir", str(scene.folder / f"{name}-b"), batch_size=3),
     ], delay)
     for r in results:
         assert r.returncode == 0, r.stderr[-3000:]
@@ -199,13 +194,12 @@ def test_two_processes_with_local_schedulers(scene):
     local_rivals(scene, "rivals-local")
 
 
-def test_two_processes_under_one_luigid(scene, luigid):  # noqa: F811
+def test_two_processes_under_one_luigid(scene, luigid):
     """Luigi itself gives a batch to one worker; the other exits 10 (already running) or 25 (not run: luigid gave
     a batch it had planned to the other worker), and a run of the command afterwards exits 0 with nothing to do."""
     name, runs = "rivals-luigid", scene.runs[2:]
-    scheduler = ["--scheduler-host", "127.0.0.1", "--scheduler-port", str(luigid)]
-    commands = [command(scene, name, "--since", runs[0], "--lock-pid-dir", str(scene.folder / f"{name}-{host}"),
-                        scheduler=scheduler) for host in "ab"]
+    commands = [command(scene.folder, name, "--since", runs[0], "--lock-pid-dir", str(scene.folder / f"{name}-{host}"),
+                        scheduler=luigid.scheduler) for host in "ab"]
     results = rivals(scene, commands)
     codes = sorted(r.returncode for r in results)
     assert set(codes) <= {0, ALREADY_RUNNING, NOT_RUN}, [r.stderr[-2000:] for r in results]
@@ -214,7 +208,7 @@ def test_two_processes_under_one_luigid(scene, luigid):  # noqa: F811
 
     # The check runs with its own scheduler: luigid ignores a new PENDING claim for 10 s after a task is DONE
     # ([scheduler] stable_done_cooldown_secs), so the same command against it would exit 25 without running.
-    again = run_luigi(command(scene, name, "--since", runs[0]), scene.folder, luigi_env(scene.endpoint))
+    again = run_luigi(command(scene.folder, name, "--since", runs[0]), scene.folder, luigi_env(scene.endpoint))
     assert again.returncode == 0, again.stderr[-3000:]
     assert f"Nothing to do for {name}: every run at or after --since is already done" in again.stdout
     assert processed_runs([again.stderr]) == []
@@ -225,7 +219,7 @@ def test_identical_commands_on_one_machine(scene):
     """Luigi's pid lock turns the second away (exit 10) unless both pass its unlocked check at the same instant
     (about once in ten tries here); then the leases keep them apart."""
     name = "rivals-same"
-    cmd = command(scene, name, "--lock-pid-dir", str(scene.folder / name))
+    cmd = command(scene.folder, name, "--lock-pid-dir", str(scene.folder / name))
     results = rivals(scene, [cmd, cmd])
     assert sorted(r.returncode for r in results) in ([0, 0], [0, ALREADY_RUNNING]), [r.stderr[-2000:] for r in results]
     check_rivals(scene, name, results)
@@ -241,7 +235,6 @@ def test_two_processes_started_apart(scene, delay):
 
 @dataclass
 class Trial:
-    moment: float
     marked_at_kill: int
     taken_over: int  # leases of the killed process that the resume took over
 
@@ -250,7 +243,7 @@ def kill_trial(scene: Scene, index: int, trials: int, seed: int) -> Trial:
     """Kill the whole process group at a seeded moment of slice `index` of the reference run's duration."""
     rng = random.Random(seed * 1000 + index)
     name = f"kill-{seed}-{index}"
-    cmd = command(scene, name)
+    cmd = command(scene.folder, name)
     moment = (index + rng.random()) / trials * scene.seconds
     victim = subprocess.Popen(cmd, cwd=scene.folder, env=luigi_env(scene.endpoint), stdout=subprocess.DEVNULL,
                               stderr=subprocess.DEVNULL, start_new_session=True)
@@ -273,7 +266,7 @@ def kill_trial(scene: Scene, index: int, trials: int, seed: int) -> Trial:
     for lease in unfinished:
         assert f"took over the lease on {lease}" in resumed.stderr, f"{context}: {lease}"
     assert_as_reference(scene, name)
-    return Trial(moment, len(done), len(unfinished))
+    return Trial(len(done), len(unfinished))
 
 
 @pytest.mark.parametrize("index", range(2))

@@ -10,27 +10,32 @@ import boto3
 import pytest
 
 from bench import servers
-from bench.archive import generate_archive
 from pipeline.maintenance import cleaned_store, verified_store
 from pipeline.markers import MarkerStore
 from spark import maintenance as mt
 from spark.storage import parse_location
-from tests.cli import luigi_env, populate_command, run_luigi, storage_config, table_items
-from tests.test_cli_backfill import recent_runs
+from tests.cli import (
+    ARCHIVE,
+    SCHEDULING_ERROR,
+    TASK_FAILED,
+    last_error,
+    luigi_env,
+    make_archive,
+    ops_objects,
+    populate_command,
+    run_luigi,
+    storage_config,
+    table_items,
+)
 
-TASK_FAILED, SCHEDULING_ERROR = 30, 35
-ARCHIVE, MARKERS, TABLE = "s3://archive/enriched", "s3://ops/markers", "manifest"
+MARKERS, TABLE = "s3://ops/markers", "manifest"
 
 
 @pytest.fixture(scope="module")
 def world(moto_endpoint, tmp_path_factory):
     """Three runs (the later ones repeating some events of the earlier ones), populated into the table."""
     servers.reset_moto(moto_endpoint)
-    s3 = boto3.client("s3")
-    for bucket in ("archive", "ops"):
-        s3.create_bucket(Bucket=bucket)
-    runs = recent_runs(3)
-    truth = generate_archive(ARCHIVE, runs, 60, malformed_fraction=0.005, cross_run_duplicates=0.05, seed=23)
+    runs, truth = make_archive(3, 60, malformed_fraction=0.005, cross_run_duplicates=0.05, seed=23)
     tmp = tmp_path_factory.mktemp("maintenance")
     storage = storage_config(tmp / "dynamodb.json", TABLE)
     env = luigi_env(moto_endpoint)
@@ -53,15 +58,6 @@ def record(kind: str, run: str) -> dict:
     """The run's clean or verify record (None when absent)."""
     records = (cleaned_store if kind == "clean" else verified_store)(store())
     return records.read_json(records.marker(run))
-
-
-def ops_objects() -> list:
-    pages = boto3.client("s3").get_paginator("list_objects_v2").paginate(Bucket="ops")
-    return sorted((o["Key"], o["ETag"]) for page in pages for o in page.get("Contents", []))
-
-
-def last_line(proc) -> str:
-    return proc.stderr.strip().splitlines()[-1]
 
 
 def unique_keys(truth, run: str, others) -> set:
@@ -87,7 +83,7 @@ def test_bad_input_is_one_line_and_nothing_written(world, task, args, message):
     before = ops_objects()
     proc = luigi(task, *[a.format(*runs) for a in args])
     assert proc.returncode == SCHEDULING_ERROR, proc.stderr[-2000:]
-    assert last_line(proc).startswith("ERROR: ") and message.format(*runs) in last_line(proc), last_line(proc)
+    assert last_error(proc).startswith("ERROR: ") and message.format(*runs) in last_error(proc), last_error(proc)
     assert "Traceback" not in proc.stderr and "spark:" not in proc.stderr
     assert ops_objects() == before and table_items(TABLE) == populated
 
@@ -120,14 +116,14 @@ def test_verify_passes_then_names_the_run_and_count_of_missing_items(world, tmp_
 
     full = luigi("VerifyManifest")
     assert full.returncode == TASK_FAILED, full.stderr[-3000:]
-    assert last_line(full).startswith(f"ERROR: manifest {TABLE}: items missing in 1 of 3 runs: run {victim}: "
-                                      "3 missing"), last_line(full)
+    assert last_error(full).startswith(f"ERROR: manifest {TABLE}: items missing in 1 of 3 runs: run {victim}: "
+                                      "3 missing"), last_error(full)
     assert {e.split(":")[0] for e in record("verify", victim)["report"]["missing_examples"]} == \
         {f"{e} {f}" for e, f in gone}
 
     sample = luigi("VerifyManifest", "--sample", "5")
     assert sample.returncode == TASK_FAILED, sample.stderr[-3000:]
-    assert f"run {victim}: 2 missing" in last_line(sample) and "1 of 3 runs" in last_line(sample), last_line(sample)
+    assert f"run {victim}: 2 missing" in last_error(sample) and "1 of 3 runs" in last_error(sample), last_error(sample)
     for run in runs:
         report = record("verify", run)["report"]
         counts = report["counts"]

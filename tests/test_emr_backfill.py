@@ -18,17 +18,24 @@ from moto.emr.models import emr_backends
 from moto.server import ThreadedMotoServer
 
 from bench import servers
-from bench.archive import generate_archive
 from pipeline.local import spark_submit
 from pipeline.markers import MarkerStore
 from spark.storage import parse_location, read_bytes
 from tests import procs
-from tests.cli import luigi_cfg, luigi_env, populate_command, run_luigi, storage_config, table_items
-from tests.test_cli_backfill import ARCHIVE, recent_runs
-from tests.test_secrets import KEY_ID, SECRET, leaks, luigid, luigid_answers  # noqa: F401 (luigid: a fixture)
+from tests.cli import (
+    ARCHIVE,
+    TASK_FAILED,
+    luigi_cfg,
+    luigi_env,
+    make_archive,
+    populate_command,
+    run_luigi,
+    storage_config,
+    table_items,
+)
+from tests.test_secrets import KEY_ID, SECRET, leaks, luigid_answers
 
 REGION = "us-east-1"
-TASK_FAILED = 30
 
 
 class FakeEmr(threading.Thread):
@@ -76,11 +83,7 @@ def emr_world(tmp_path, monkeypatch):
     endpoint = f"http://127.0.0.1:{port}"
     servers.reset_moto(endpoint)  # the backends are this process's, shared with every earlier in-process moto
     monkeypatch.setenv("AWS_ENDPOINT_URL", endpoint)
-    s3 = boto3.client("s3")
-    for bucket in ("archive", "ops"):
-        s3.create_bucket(Bucket=bucket)
-    runs = recent_runs(3)
-    truth = generate_archive(ARCHIVE, runs, 50, seed=5)
+    runs, truth = make_archive(3, 50, seed=5)
     storage = storage_config(tmp_path / "dynamodb.json", "manifest", KEY_ID, SECRET)
     yield endpoint, runs, truth, storage
     server.stop()
@@ -103,12 +106,11 @@ def all_objects():
                 yield bucket, obj["Key"]
 
 
-def test_emr_count_and_backfill_under_luigid_leave_no_secret_and_no_cluster(emr_world, tmp_path, luigid):  # noqa: F811
+def test_emr_count_and_backfill_under_luigid_leave_no_secret_and_no_cluster(emr_world, tmp_path, luigid):
     """The EMR half of the secrets canary, with a dry run's count step before the backfill's steps."""
     endpoint, runs, truth, storage = emr_world
-    url, _, stop_luigid = luigid
     env = emr_env(endpoint, tmp_path)
-    scheduler = ["--scheduler-host", "127.0.0.1", "--scheduler-port", url.rsplit(":", 1)[1]]
+    scheduler = luigid.scheduler
     emr = FakeEmr(endpoint)
     emr.start()
     command_lines = set()
@@ -136,9 +138,9 @@ def test_emr_count_and_backfill_under_luigid_leave_no_secret_and_no_cluster(emr_
     assert len(emr.step_args) == 3
     keys = list(all_objects())
     assert not any("/credentials/" in key or "/counts/" in key for _, key in keys), "staged files must be gone"
-    answers = luigid_answers(url)
+    answers = luigid_answers(luigid)
     assert "RunBatch" in answers["task_list DONE"], answers["task_list DONE"]
-    stop_luigid()
+    luigid.stop()
 
     found = leaks("the dry run's output", dry.stdout + dry.stderr) + leaks("the output", proc.stdout + proc.stderr)
     found += [leak for args in emr.step_args for leak in leaks(f"step arguments {args}", " ".join(args))]

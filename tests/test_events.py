@@ -247,4 +247,3 @@ def test_any_bytes_never_crash_and_each_line_is_classified_once(batches):
 @given(text=st.one_of(near_lines, st.binary(max_size=300).map(lambda b: b.replace(b"\n", b""))))
 def test_a_line_is_classified_the_same_with_or_without_its_ending(text):
     assert ev.classify_line(text) == ev.classify_line(text + b"\n") == ev.classify_line(text + b"\r\n")
-

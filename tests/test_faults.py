@@ -19,17 +19,25 @@ import boto3
 import pytest
 
 from bench import dynamo_endpoint, s3_endpoint
-from bench.archive import ArchiveTruth, generate_archive
+from bench.archive import ArchiveTruth
 from pipeline.markers import MarkerStore
 from spark.archive import iter_chunks
 from spark.report import counts_add_up
 from spark.storage import list_objects, parse_location, read_bytes, s3_client
 from tests import procs
-from tests.cli import last_error, luigi_env, populate_command, storage_config, table_items
-from tests.test_cli_backfill import recent_runs
+from tests.cli import (
+    ARCHIVE,
+    TASK_FAILED,
+    create_buckets,
+    last_error,
+    luigi_env,
+    make_archive,
+    populate_command,
+    storage_config,
+    table_items,
+)
 
-TASK_FAILED = 30
-ARCHIVE = "s3://archive/enriched"
+ARCHIVE_OPTIONS = {"malformed_fraction": 0.005, "no_fingerprint_fraction": 0.02, "stream_enrich_runs": 1}
 MARKERS = "s3://ops/markers"
 TABLE = "manifest"
 RETRYING_MASTER = "local[2,4]"  # 2 threads; a task may fail 3 times and is retried
@@ -55,16 +63,6 @@ def s3_stand_in(started: list, moto: str, **settings) -> s3_endpoint.FaultyS3Ser
     server, _ = s3_endpoint.start_endpoint(moto, seed=7, **settings)
     started.append((s3_endpoint.stop, server))
     return server
-
-
-def make_archive(count: int, events: int, seed: int):
-    s3 = boto3.client("s3")
-    for bucket in ("archive", "ops"):
-        s3.create_bucket(Bucket=bucket)
-    runs = recent_runs(count)
-    truth = generate_archive(ARCHIVE, runs, events, malformed_fraction=0.005, no_fingerprint_fraction=0.02,
-                             stream_enrich_runs=1, seed=seed)
-    return runs, truth
 
 
 def backfill_command(tmp_path, *extra: str, master: str = "local[2]") -> List[str]:
@@ -146,9 +144,8 @@ def written(reports: Dict[str, dict]) -> int:
 
 def test_s3_endpoint_faults_are_survived_by_the_readers(started, moto_reset, monkeypatch):
     """The S3 fault endpoint itself, and both readers through it: the archive's (resuming) and read_bytes."""
+    create_buckets()
     s3 = boto3.client("s3")
-    for bucket in ("archive", "ops"):
-        s3.create_bucket(Bucket=bucket)
     data = os.urandom(3 << 20)  # several reads of READ_CHUNK: a cut lands mid-stream
     for key in ("enriched/a", "enriched/b"):
         s3.put_object(Bucket="archive", Key=key, Body=data)
@@ -173,7 +170,7 @@ def test_s3_endpoint_faults_are_survived_by_the_readers(started, moto_reset, mon
 
 def test_throttling_faults_glacier_and_a_killed_worker_then_rerun_after_restore(started, moto_reset, tmp_path):
     """One backfill under every fault at once; the GLACIER run is restored and a re-run finishes it."""
-    runs, truth = make_archive(4, 50, seed=29)
+    runs, truth = make_archive(4, 50, seed=29, **ARCHIVE_OPTIONS)
     blocked = runs[1]
     glacier_key = f"enriched/{truth.run(blocked).objects[0]}"
     s3 = boto3.client("s3")
@@ -228,7 +225,7 @@ def test_throttling_faults_glacier_and_a_killed_worker_then_rerun_after_restore(
 @pytest.mark.parametrize("mode", ["conditional", "fast"])
 def test_throttling_storm_loses_nothing(started, moto_reset, tmp_path, mode):
     """Half of all writes (and in fast mode half of all key reads) throttled; S3 straight to moto."""
-    runs, truth = make_archive(4, 200, seed=31)
+    runs, truth = make_archive(4, 200, seed=31, **ARCHIVE_OPTIONS)
     reads = {"read_throttle_fraction": 0.5} if mode == "fast" else {}
     dynamodb_url = dynamodb_stand_in(started, moto_reset, throttle_fraction=0.5, **reads)
     env = luigi_env(moto_reset, {"AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url})
@@ -249,7 +246,7 @@ def test_throttling_storm_loses_nothing(started, moto_reset, tmp_path, mode):
 def test_transient_s3_and_dynamodb_errors_are_retried(started, moto_reset, tmp_path):
     """A fifth of all DynamoDB and S3 requests fail (500, reset, dropped); every object's first download is cut short,
     the pipeline's markers and reports included."""
-    runs, truth = make_archive(4, 200, seed=37)
+    runs, truth = make_archive(4, 200, seed=37, **ARCHIVE_OPTIONS)
     dynamodb_url = dynamodb_stand_in(started, moto_reset, fault_fraction=0.2)
     s3_faults = s3_stand_in(started, moto_reset, fault_fraction=0.2, cut_fraction=1.0)
     env = luigi_env(moto_reset, {"AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url, "AWS_ENDPOINT_URL_S3": s3_faults.url})
@@ -268,7 +265,7 @@ def test_transient_s3_and_dynamodb_errors_are_retried(started, moto_reset, tmp_p
 @pytest.mark.slow
 def test_worker_killed_mid_write_in_fast_mode(started, moto_reset, tmp_path):
     """Fast mode writes without conditions: the retried task must read back what the killed one wrote."""
-    runs, truth = make_archive(4, 200, seed=41)
+    runs, truth = make_archive(4, 200, seed=41, **ARCHIVE_OPTIONS)
     dynamodb_url = dynamodb_stand_in(started, moto_reset, latency_ms=20)
     env = luigi_env(moto_reset, {"AWS_ENDPOINT_URL_DYNAMODB": dynamodb_url})
     command = backfill_command(tmp_path, "--write-mode", "fast", "--max-write-capacity", "150",

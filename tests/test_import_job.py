@@ -33,6 +33,10 @@ def test_import_line_is_dynamodb_json():
                                          "ttl": {"N": "200"}}}
 
 
+def stage_config(staging) -> dict:
+    return {"ttl_days": 180, "now": NOW, "write_expired": False, "staging": str(staging), "endpoints": {}}
+
+
 def test_a_partition_stages_each_keys_earliest_unexpired_copy(tmp_path):
     recent, older, stale = NOW - DAY, NOW - 2 * DAY, NOW - 200 * DAY
     keys = [
@@ -40,7 +44,7 @@ def test_a_partition_stages_each_keys_earliest_unexpired_copy(tmp_path):
         (("e2", "f2"), ((stale, "r1", 1), (recent, "r2", 1))),  # r1's copy expired: r2's is the item
         (("e3", "f3"), ((stale, "r1", 3),)),  # expired only: nothing staged
     ]
-    config = {"ttl_days": 180, "now": NOW, "write_expired": False, "staging": str(tmp_path), "endpoints": {}}
+    config = stage_config(tmp_path)
     (result,) = job._stage_partition(7, iter(keys), config)
     assert result["error"] is None
     assert result["outcomes"] == {"r1": {"written": 1, "expired": 2, "in_run_duplicates": 2},
@@ -51,6 +55,16 @@ def test_a_partition_stages_each_keys_earliest_unexpired_copy(tmp_path):
 
 
 def test_an_empty_partition_stages_no_object(tmp_path):
-    config = {"ttl_days": 180, "now": NOW, "write_expired": False, "staging": str(tmp_path), "endpoints": {}}
+    config = stage_config(tmp_path)
     (result,) = job._stage_partition(0, iter([]), config)
     assert result == {"outcomes": {}, "error": None} and list(tmp_path.iterdir()) == []
+
+
+def test_a_partition_that_cannot_stage_counts_its_items_as_write_failures(tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("")
+    keys = [(("e1", "f1"), ((NOW - DAY, "r1", 2),))]
+    config = stage_config(blocker)
+    (result,) = job._stage_partition(0, iter(keys), config)
+    assert result["error"] and "\n" not in result["error"]
+    assert result["outcomes"] == {"r1": {"write_failures": 1, "in_run_duplicates": 1}}

@@ -35,8 +35,6 @@ class CountingBucket(TokenBucket):
         super().take(n)
 
 
-
-
 def create_table():
     """The manifest table, through whatever endpoint the environment names (moto, or a stand-in before it)."""
     client = boto3.client("dynamodb", region_name="us-east-1")

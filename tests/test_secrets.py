@@ -3,7 +3,7 @@
 Neither string may appear in any log line, S3 object name or content (markers, reports, batch specs, summaries),
 table item, process command line or environment, leftover temporary file, or luigid answer, log or state. The only
 place they may be is the user's own config file, and while the job runs the local runner's private credentials
-file, which must be gone at the end. The EMR half of the canary is tests/test_emr.py.
+file, which must be gone at the end. The EMR half of the canary is in tests/test_emr_backfill.py.
 """
 from __future__ import annotations
 
@@ -12,31 +12,21 @@ import json
 import os
 import re
 import secrets
-import shutil
 import stat
 import subprocess
-import sys
-import time
-import urllib.parse
-import urllib.request
 from pathlib import Path
 from typing import Dict, List
 
 import boto3
-import pytest
 
-from bench.archive import generate_archive
-from bench.servers import free_port
 from tests import procs
-from tests.cli import ROOT, luigi_env, populate_command, storage_config
-from tests.test_cli_backfill import recent_runs
+from tests.cli import ARCHIVE, ROOT, Luigid, luigi_env, make_archive, populate_command, storage_config
 
 KEY_ID = "AKIA" + secrets.token_hex(8).upper()  # shaped like a real key id, unique to this test session
 SECRET = "canary/" + secrets.token_urlsafe(30)
 # Parts of them too: a leak cut short or partly masked is still a leak.
 CANARIES = {"the key id": KEY_ID, "the secret key": SECRET, "part of the key id": KEY_ID[4:],
             "part of the secret key": SECRET[7:27]}
-LUIGID = shutil.which("luigid", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
 SPEC_ARGUMENT = re.compile(r"--spec (\S+)")
 
 
@@ -45,56 +35,19 @@ def leaks(where: str, data) -> List[str]:
     return [f"{where} holds {what}" for what, canary in CANARIES.items() if canary in text]
 
 
-@pytest.fixture
-def luigid(tmp_path):
-    """A real central scheduler on loopback: (url, folder of its log, output and state, stop())."""
-    folder = tmp_path / "luigid"
-    folder.mkdir()
-    port = free_port()
-    with open(folder / "output.log", "wb") as out:
-        proc = subprocess.Popen([LUIGID, "--address", "127.0.0.1", "--port", str(port), "--logdir", str(folder),
-                                 "--state-path", str(folder / "state.pickle")], stdout=out, stderr=subprocess.STDOUT,
-                                cwd=tmp_path, env=dict(os.environ, LUIGI_CONFIG_PATH=str(ROOT / "luigi.cfg")))
-    url = f"http://127.0.0.1:{port}"
-
-    def stop() -> None:
-        if proc.poll() is None:
-            proc.terminate()  # luigid dumps its state on SIGTERM
-            proc.wait(30)
-
-    deadline = time.time() + 30
-    while True:
-        try:
-            api(url, "resource_list")
-            break
-        except OSError:
-            if proc.poll() is not None or time.time() > deadline:
-                stop()
-                pytest.fail(f"luigid did not start on {url}: {(folder / 'output.log').read_text()[-2000:]}")
-            time.sleep(0.2)
-    yield url, folder, stop
-    stop()
-
-
-def api(url: str, method: str, **data) -> str:
-    query = urllib.parse.urlencode({"data": json.dumps(data)})
-    with urllib.request.urlopen(f"{url}/api/{method}?{query}", timeout=10) as response:
-        return response.read().decode("utf-8")
-
-
-def luigid_answers(url: str) -> Dict[str, str]:
+def luigid_answers(luigid: Luigid) -> Dict[str, str]:
     """Everything luigid's API tells about the tasks it saw: lists, graphs, errors, status messages, progress."""
     answers = {}
     for status in ("", "PENDING", "RUNNING", "DONE", "FAILED", "DISABLED", "UNKNOWN"):
-        answers[f"task_list {status}"] = api(url, "task_list", status=status, upstream_status="", search="")
+        answers[f"task_list {status}"] = luigid.api("task_list", status=status, upstream_status="", search="")
     for method in ("graph", "worker_list", "resource_list"):
-        answers[method] = api(url, method)
-    answers["task_search"] = api(url, "task_search", task_str="")
+        answers[method] = luigid.api(method)
+    answers["task_search"] = luigid.api("task_search", task_str="")
     task_ids = set(json.loads(answers["task_list "])["response"])
     for task_id in task_ids:
         for method in ("fetch_error", "get_task_status_message", "get_task_progress_percentage", "dep_graph",
                        "inverse_dep_graph", "get_running_task_resources"):
-            answers[f"{method} {task_id}"] = api(url, method, task_id=task_id)
+            answers[f"{method} {task_id}"] = luigid.api(method, task_id=task_id)
     return answers
 
 
@@ -116,16 +69,11 @@ def table_dump() -> str:
 
 
 def test_no_secret_anywhere_in_a_backfill_under_luigid(moto_reset, luigid, tmp_path):
-    url, luigid_folder, stop_luigid = luigid
-    s3 = boto3.client("s3")
-    for bucket in ("archive", "ops"):
-        s3.create_bucket(Bucket=bucket)
-    runs = recent_runs(3)
-    generate_archive("s3://archive/enriched", runs, 40, malformed_fraction=0.05, seed=5)
+    runs, _ = make_archive(3, 40, malformed_fraction=0.05, seed=5)
     private_tmp = tmp_path / "tmp"  # the luigi process's TMPDIR: the runner's private folder is made there
     private_tmp.mkdir()
     env = luigi_env(moto_reset, {"TMPDIR": str(private_tmp)})
-    scheduler = ["--scheduler-host", "127.0.0.1", "--scheduler-port", url.rsplit(":", 1)[1]]
+    scheduler = luigid.scheduler
     configs = {name: storage_config(tmp_path / f"{name}.json", name, KEY_ID, SECRET) for name in ("manifest", "absent")}
     private: Dict[str, dict] = {}  # the runner's private folder, as seen while the job runs
     command_lines, environments = set(), {}
@@ -150,7 +98,7 @@ def test_no_secret_anywhere_in_a_backfill_under_luigid(moto_reset, luigid, tmp_p
     with procs.polling(watch):
         for name, extra in (("absent", []),
                             ("manifest", ["--create-table", "--batch-size", "10", "--max-malformed-fraction", "0.2"])):
-            command = populate_command("s3://archive/enriched", configs[name], "s3://ops/markers", *extra,
+            command = populate_command(ARCHIVE, configs[name], "s3://ops/markers", *extra,
                                        scheduler=scheduler)
             proc = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
             root.append(proc.pid)
@@ -169,12 +117,12 @@ def test_no_secret_anywhere_in_a_backfill_under_luigid(moto_reset, luigid, tmp_p
         assert any(part in name and name.startswith("s3://ops/markers/manifest/") for name in objects), part
     assert any("populate.py" in line for line in command_lines), "the watcher never saw the job's command line"
     assert len(environments) > 3, "the watcher saw too few of the backfill's processes"
-    answers = luigid_answers(url)
+    answers = luigid_answers(luigid)
     assert "RunBatch" in answers["task_list DONE"] and "PopulateManifest" in answers["task_list DONE"], answers
     assert any("absent" in text for key, text in answers.items() if key.startswith("fetch_error")), \
         "luigid holds no error message of the failed backfill"
-    stop_luigid()
-    assert (luigid_folder / "state.pickle").exists(), "luigid dumped no state"
+    luigid.stop()
+    assert (luigid.folder / "state.pickle").exists(), "luigid dumped no state"
 
     found = []
     for name, (_, output) in outputs.items():
