@@ -71,7 +71,7 @@ logging.getLogger("luigi-interface").addFilter(_errors)
 atexit.register(_errors.repeat_at_exit)
 
 from .maintenance import CleanBatch, CleanManifest, VerifyBatch, VerifyManifest  # noqa: E402
-from .tasks import PopulateManifest, RunBatch  # noqa: E402  (Luigi finds tasks by importing this module)
+from .tasks import EnumerateRuns, ImportBatch, PopulateManifest, RunBatch, ValidateConfigs  # noqa: E402
 
-__all__ = ["CleanBatch", "CleanManifest", "PipelineError", "PopulateManifest", "RunBatch", "VerifyBatch",
-           "VerifyManifest"]
+__all__ = ["CleanBatch", "CleanManifest", "EnumerateRuns", "ImportBatch", "PipelineError", "PopulateManifest",
+           "RunBatch", "ValidateConfigs", "VerifyBatch", "VerifyManifest"]

@@ -9,7 +9,7 @@ import json
 import threading
 import time
 from datetime import datetime, timezone
-from typing import Dict, Optional, Set
+from typing import Dict, Iterable, Optional, Set
 
 from spark import storage
 from spark.storage import Location
@@ -46,6 +46,10 @@ class MarkerStore:
     def report(self, batch_id: str, run: str) -> Location:
         return self.reports(batch_id).child(f"run={run}.json")
 
+    def reported_runs(self, folder: Location) -> Set[str]:
+        """Runs with a report in a reports folder, from one listing."""
+        return runs_named(o.name for o in storage.list_objects(folder, self.client, recursive=False))
+
     def summary(self, stamp: str) -> Location:
         return self.folder.child("_summaries", f"{stamp}.json")
 
@@ -59,11 +63,7 @@ class MarkerStore:
             hit = _listing_cache.get(key)
             if cached and hit and time.monotonic() - hit[0] < CACHE_SECONDS:
                 return set(hit[1])
-        done = set()
-        for obj in storage.list_objects(self.folder, self.client, recursive=False):
-            name = obj.name
-            if name.startswith(_MARKER_PREFIX) and name.endswith(_MARKER_SUFFIX):
-                done.add(name[len(_MARKER_PREFIX):-len(_MARKER_SUFFIX)])
+        done = runs_named(o.name for o in storage.list_objects(self.folder, self.client, recursive=False))
         with _cache_lock:
             _listing_cache[key] = (time.monotonic(), frozenset(done))
         return done
@@ -97,6 +97,12 @@ class MarkerStore:
     def _forget_listing(self) -> None:
         with _cache_lock:
             _listing_cache.pop(self.folder.uri, None)
+
+
+def runs_named(names: Iterable[str]) -> Set[str]:
+    """The run ids of `run=<id>.json` names among `names`."""
+    return {n[len(_MARKER_PREFIX):-len(_MARKER_SUFFIX)] for n in names
+            if n.startswith(_MARKER_PREFIX) and n.endswith(_MARKER_SUFFIX)}
 
 
 def utc_now() -> str:

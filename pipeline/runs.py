@@ -1,11 +1,9 @@
-"""Run ids of the enriched archive: parsing, the --since filter, enumeration and batching."""
+"""Run ids of the enriched archive: parsing, and the rules that select runs (--since, --until, --runs)."""
 from __future__ import annotations
 
-import hashlib
+import re
 from datetime import datetime
-from typing import Dict, List, Optional, Tuple
-
-from spark import storage
+from typing import Iterable, List, Optional, Tuple
 
 from .errors import PipelineError
 
@@ -39,18 +37,6 @@ def parse_since(value: str, flag: str = "--since", time_of_day: str = "00-00-00"
     return run
 
 
-def enumerate_runs(archive: storage.Location, client=None) -> Tuple[List[str], List[Dict[str, str]]]:
-    """All run ids in the archive, oldest first, and the folders skipped with the reason why."""
-    runs, skipped = [], []
-    for name in storage.list_children(archive, client):
-        run = parse_run_id(name[len(RUN_PREFIX):]) if name.startswith(RUN_PREFIX) else None
-        if run is None:
-            skipped.append({"run": name, "reason": "not a run folder (expected run=YYYY-MM-DD-HH-MM-SS)"})
-        else:
-            runs.append(run)
-    return sorted(runs), skipped
-
-
 def split_since(runs: List[str], since: Optional[str]) -> Tuple[List[str], List[str]]:
     """(runs at or after since, runs before it); run ids sort as their timestamps."""
     if since is None:
@@ -58,15 +44,56 @@ def split_since(runs: List[str], since: Optional[str]) -> Tuple[List[str], List[
     return [r for r in runs if r >= since], [r for r in runs if r < since]
 
 
-def batch_id(runs: List[str]) -> str:
-    """Deterministic: the same runs always make the same batch id, whatever else changed."""
-    digest = hashlib.sha1(",".join(runs).encode()).hexdigest()[:8]
-    return f"{runs[0]}_{len(runs)}_{digest}"
 
 
-def make_batches(runs: List[str], size: int) -> List[Tuple[str, List[str]]]:
-    if size < 1:
-        raise PipelineError(f"--batch-size must be at least 1, not {size}")
-    ordered = sorted(runs)
-    chunks = [ordered[i:i + size] for i in range(0, len(ordered), size)]
-    return [(batch_id(chunk), chunk) for chunk in chunks]
+def parse_runs(text: str) -> List[str]:
+    """--runs: run ids separated by commas (or spaces), sorted, each once."""
+    found = []
+    for item in re.split(r"[,\s]+", (text or "").strip()):
+        if not item:
+            continue
+        run = parse_run_id(item[len(RUN_PREFIX):] if item.startswith(RUN_PREFIX) else item)
+        if run is None:
+            raise PipelineError(f"--runs: {item!r} is not a run id (YYYY-MM-DD-HH-MM-SS)")
+        found.append(run)
+    return sorted(set(found))
+
+
+def parse_until(value: str) -> Optional[str]:
+    """--until (inclusive) as a run id: a bare date means the end of that day. Empty means no limit."""
+    return parse_since(value, "--until", "23-59-59")
+
+
+def check_selection(runs_arg: str, since: Optional[str], until_arg: str) -> Tuple[List[str], Optional[str]]:
+    """(--runs, --until) checked together with --since; everything here needs no AWS call."""
+    given = parse_runs(runs_arg)
+    until = parse_until(until_arg)
+    if runs_arg.strip() and not given:
+        raise PipelineError("--runs names no run")
+    if given and (since or until):
+        raise PipelineError("--runs names the runs itself: do not combine it with --since or --until")
+    if since and until and until < since:
+        raise PipelineError(f"--until {until} is before --since {since}")
+    return given, until
+
+
+def shown(items: List[str], limit: int = 10) -> str:
+    """At most `limit` items for a one-line message, and how many more."""
+    return ", ".join(items[:limit]) + (f" and {len(items) - limit} more" if len(items) > limit else "")
+
+
+def select_runs(archive_runs: Iterable[str], archive_uri: str, given: List[str], since: Optional[str],
+                until: Optional[str], default: Optional[Iterable[str]] = None) -> List[str]:
+    """The runs to act on, oldest first: --runs (each must be in the archive), else the archive's runs (or the
+    `default` ones) between --since and --until. Runs that are not in the archive cannot be read: refused."""
+    present = set(archive_runs)
+    wanted = given or [r for r in (present if default is None else default)
+                       if (since is None or r >= since) and (until is None or r <= until)]
+    absent = sorted(set(wanted) - present)
+    if absent:
+        if given:
+            raise PipelineError(f"--runs: not in the enriched archive {archive_uri}, so cannot be read: "
+                                f"{shown(absent)}")
+        raise PipelineError(f"marked runs not in the enriched archive {archive_uri}, so cannot be read: "
+                            f"{shown(absent)} (leave them out with --since/--until or --runs)")
+    return sorted(set(wanted))

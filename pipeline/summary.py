@@ -1,4 +1,4 @@
-"""What an operator reads: the plan and its cost before a backfill, a progress line during, the summary after.
+"""What an operator reads: the plan and its cost before a backfill, the summary after.
 
 Each report is returned twice, as console text and as JSON-ready data holding the same figures; the text is
 shortened for long archives, the data never is.
@@ -6,17 +6,13 @@ shortened for long archives, the data never is.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
 from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
-from spark import storage
-from spark.archive import UNREADABLE_STORAGE_CLASSES, archived_objects, data_objects
-from spark.report import OUTCOMES, completeness_problem
-from spark.storage import Location, ObjectInfo
+from spark.report import OUTCOMES
 
-from . import estimate, runs
+from . import batches, estimate
 from .estimate import Prices
-from .markers import MarkerStore, utc_now
+from .markers import utc_now
 from .plan import Plan
 
 COLUMNS = ("written", "already_present", "batch_duplicates", "in_run_duplicates", "no_fingerprint", "malformed",
@@ -24,8 +20,6 @@ COLUMNS = ("written", "already_present", "batch_duplicates", "in_run_duplicates"
 TOTAL_KEYS = ("lines", "malformed", "wcu_consumed", "throttle_retries", *OUTCOMES)
 MAX_ROWS = 40  # runs, batches or skipped folders listed on the console; the JSON holds them all
 NOT_REPORTED = "no report: its batch did not run, or its job ended before reporting"
-
-ListObjects = Callable[[Location], List[ObjectInfo]]
 
 
 # --- formatting ---------------------------------------------------------------------------------------------
@@ -92,69 +86,26 @@ def _span(ids: Sequence[str]) -> str:
     return "" if not ids else f" ({ids[0]})" if len(ids) == 1 else f" ({ids[0]} .. {ids[-1]})"
 
 
-# --- the archive's runs -------------------------------------------------------------------------------------
-
-@dataclass
-class RunObjects:
-    objects: List[ObjectInfo]  # data objects only
-    unreadable: List[str]  # names of objects in GLACIER or DEEP_ARCHIVE that are not restored
-
-    @property
-    def bytes(self) -> int:
-        return sum(o.size for o in self.objects)
-
-
-def survey_runs(archive: Location, run_ids: Sequence[str], list_objects: Optional[ListObjects] = None
-                ) -> Dict[str, RunObjects]:
-    """One paginated listing per run; S3 objects in an archive class are checked for a restore, as the job does."""
-    client = storage.s3_client() if archive.is_s3 else None
-    lister = list_objects or (lambda loc: storage.list_objects(loc, client))
-    out = {}
-    for run in run_ids:
-        folder = archive.child(f"{runs.RUN_PREFIX}{run}")
-        data = data_objects(lister(folder))
-        if folder.is_s3:
-            unreadable = archived_objects(folder, data, client)
-        else:
-            unreadable = [o.name for o in data if o.storage_class in UNREADABLE_STORAGE_CLASSES]
-        out[run] = RunObjects(data, unreadable)
-    return out
-
-
-def unreadable_reason(names: Sequence[str]) -> str:
-    shown = ", ".join(names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    return f"unreadable storage class: {shown} (GLACIER or DEEP_ARCHIVE: restore them first)"
-
-
 # --- before: the dry run ------------------------------------------------------------------------------------
 
 def dry_run(plan: Plan, counted_events: Optional[Dict[str, int]] = None, prices: Optional[Prices] = None,
-            emr: Optional[dict] = None, list_objects: Optional[ListObjects] = None) -> Tuple[str, Dict]:
+            emr: Optional[dict] = None) -> Tuple[str, Dict]:
     """Everything up to submitting work, and what it would cost; nothing is written.
 
     `counted_events` maps run ids to their valid events (--count-events); runs without a count are estimated from
-    their bytes. `emr` is the [emr] settings of an EMR runner (None: local runner). Runs holding unreadable
-    objects are skipped here and their batches made again without them.
+    their bytes. `emr` is the [emr] settings of an EMR runner (None: local runner).
     """
     ctx, info = plan.context, plan.table
     prices = prices or Prices()
-    surveyed = survey_runs(ctx.archive, plan.runs_todo, list_objects)
-    unreadable = [r for r in plan.runs_todo if surveyed[r].unreadable]
-    skipped = list(plan.runs_skipped) + [{"run": r, "reason": unreadable_reason(surveyed[r].unreadable)}
-                                         for r in unreadable]
-    todo = [r for r in plan.runs_todo if not surveyed[r].unreadable]
-    batches = plan.batches
-    if unreadable:
-        batches = runs.make_batches(todo, ctx.params.batch_size) if todo else []
+    todo = plan.runs_todo
     counted = counted_events or {}
     per_run = {}
     for run in todo:
-        objects = surveyed[run]
+        objects = plan.objects[run]
         by_count = run in counted
         per_run[run] = {
             "objects": len(objects.objects), "bytes": objects.bytes,
-            "events": int(counted[run]) if by_count else estimate.events_from_bytes(
-                (o.name, o.size) for o in objects.objects),
+            "events": int(counted[run]) if by_count else objects.events,
             "events_source": estimate.COUNTED if by_count else estimate.FROM_BYTES,
         }
     events = sum(r["events"] for r in per_run.values())
@@ -164,16 +115,23 @@ def dry_run(plan: Plan, counted_events: Optional[Dict[str, int]] = None, prices:
     groups = estimate.emr_groups(emr) if emr is not None else None
     est = estimate.estimates(events, source, plan.budget, billing, ctx.params.write_mode, prices, groups,
                              new_cluster=not (emr or {}).get("cluster_id"))
+    start = batches.start_seconds(ctx.params.runner)
+    batch_rows = [{"id": b.id, "runs": list(b.runs), "events": sum(per_run[r]["events"] for r in b.runs),
+                   "start_seconds": start} for b in plan.batches]
+    budget = plan.batch_budget
+    largest = max((b["events"] for b in batch_rows), default=0)
     data = {
         "dry_run": True, "table": ctx.config.table, "region": ctx.config.region, "archive": ctx.archive.uri,
         "since": ctx.since, "billing_mode": billing, "write_capacity": info.write_capacity if info else 0,
         "table_exists": info is not None, "budget_wcu_per_second": plan.budget,
         "write_mode": ctx.params.write_mode, "runner": ctx.params.runner,
-        "runs_to_do": todo, "runs_done": plan.runs_done, "runs_skipped": skipped,
-        "batches": [{"id": bid, "runs": list(batch)} for bid, batch in batches],
+        "runs_to_do": todo, "runs_done": plan.runs_done, "runs_skipped": plan.runs_skipped,
+        "batches": batch_rows, "batch_minutes": ctx.params.batch_minutes, "batch_size": ctx.params.batch_size,
+        "start_seconds_total": start * len(batch_rows),
+        "kill_loses_seconds": round(largest / budget, 1) if budget > 0 and batch_rows else None,
         "objects": sum(r["objects"] for r in per_run.values()), "bytes": sum(r["bytes"] for r in per_run.values()),
         "events": events, "events_source": source, "per_run": per_run, "estimates": est,
-        "nothing_to_do": None if todo else nothing_to_do(plan.runs_done, ctx.since, len(unreadable)),
+        "nothing_to_do": None if todo else nothing_to_do(plan.runs_done, ctx.since, len(plan.runs_unreadable)),
     }
     return "\n".join(_dry_run_lines(data, emr)), data
 
@@ -203,8 +161,14 @@ def _dry_run_lines(d: Dict, emr: Optional[dict]) -> List[str]:
         lines += [""] + _table_with_total(("run to do", "objects", "bytes", "events", ""), rows, total, "runs")
         if d["events_source"] != estimate.COUNTED:
             lines.append("~ estimated from bytes (rough): --count-events counts them")
-        lines += ["", f"Batches ({len(batches)}):"] + _shortened(
-            [f"  {b['id']}: {plural(len(b['runs']), 'run')}{_span(b['runs'])}" for b in batches], "batches")
+        lines += ["", f"Batches ({len(batches)}, up to {d['batch_minutes']:g} min of writing or "
+                      f"{d['batch_size']:,} runs each; each starts in ~{duration(batches[0]['start_seconds'])}, "
+                      f"{duration(d['start_seconds_total'])} in all):"] + _shortened(
+            [f"  {b['id']}: {plural(len(b['runs']), 'run')}{_span(b['runs'])}, ~{count(b['events'])} events"
+             for b in batches], "batches")
+        if d["kill_loses_seconds"] is not None:
+            lines.append(f"A kill loses at most one batch: ~{duration(d['kill_loses_seconds'])} of writing, "
+                         "done again on resume.")
     lines += ["", f"Already done: {plural(len(d['runs_done']), 'run')}{_span(d['runs_done'])}."]
     if d["runs_skipped"]:
         lines += [f"Skipped ({len(d['runs_skipped'])}):"] + _shortened(
@@ -254,15 +218,6 @@ def _cluster(emr: dict) -> str:
     return f"existing cluster {emr['cluster_id']} ({shape})" if emr.get("cluster_id") else f"new cluster of {shape}"
 
 
-# --- during: one progress line ------------------------------------------------------------------------------
-
-def progress_line(done_runs: int, total_runs: int, written: int, rate: Optional[float]) -> str:
-    """The console's steady progress report, and a task's status message in luigid."""
-    share = 100.0 * done_runs / total_runs if total_runs else 100.0
-    now = f", {count(rate)} items/s now" if rate is not None else ""
-    return f"{done_runs} of {total_runs} runs done ({share:.0f}%), {count(written)} items written{now}"
-
-
 # --- after: the summary -------------------------------------------------------------------------------------
 
 def run_counts(report: Dict) -> Dict[str, int]:
@@ -283,19 +238,6 @@ def why_nothing_written(row: Dict[str, int]) -> str:
     return "every line accounted for without a write: " + ", ".join(parts)
 
 
-def why_left(store: MarkerStore, batches: Sequence[Tuple[str, Sequence[str]]], left: Sequence[str]) -> Dict[str, str]:
-    """Why each run is still unmarked, from its batch's report: one listing per batch, one read per report."""
-    batch_of = {run: bid for bid, batch in batches for run in batch}
-    reasons = {run: NOT_REPORTED for run in left}
-    for bid in sorted({batch_of[r] for r in left if r in batch_of}):
-        present = {o.name for o in storage.list_objects(store.reports(bid), store.client, recursive=False)}
-        for run in (r for r in left if batch_of.get(r) == bid and f"run={r}.json" in present):
-            report = store.read_json(store.report(bid, run))
-            if report is not None:
-                reasons[run] = completeness_problem(report) or "complete, but its batch failed before marking it"
-    return reasons
-
-
 def nothing_to_do(done: Sequence[str], since: Optional[str], unreadable: int = 0) -> str:
     """Why there is no run to do."""
     if unreadable:
@@ -305,22 +247,22 @@ def nothing_to_do(done: Sequence[str], since: Optional[str], unreadable: int = 0
     return "no run at or after --since" if since else "the archive holds no run"
 
 
-def after_run(plan: Plan, started: float) -> Tuple[str, Dict]:
-    """Per-run counts of the runs this invocation did, totals, what is left and why, warnings, time and WCU."""
+def after_run(plan: Plan, started: float, done_now: Dict[str, Dict], reasons: Dict[str, str],
+              now: Optional[float] = None) -> Tuple[str, Dict]:
+    """Per-run counts of the runs this invocation did (`done_now`: their reports), totals, what is left and why
+    (`reasons`), warnings, time and WCU; built from what is passed in (results.py reads it)."""
     ctx = plan.context
-    store = ctx.store
-    done_now = store.done_runs()
     per_run, report_warnings = {}, []
     for run in plan.runs_todo:
         if run in done_now:
-            report = store.read_marker(run)["report"]
+            report = done_now[run]
             per_run[run] = run_counts(report)
             report_warnings += [f"run {run}: {w}" for w in report.get("warnings", [])]
     left = [r for r in plan.runs_todo if r not in done_now]
-    reasons = why_left(store, plan.batches, left) if left else {}
+    reasons = {r: reasons.get(r, NOT_REPORTED) for r in left}
     totals = {k: sum(r[k] for r in per_run.values()) for k in TOTAL_KEYS}
     totals["duplicates"] = totals["in_run_duplicates"] + totals["batch_duplicates"]
-    elapsed = round(time.time() - started, 1)
+    elapsed = round((time.time() if now is None else now) - started, 1)
     table = plan.table
     warnings = []
     if table is not None and not table.ttl_enabled:

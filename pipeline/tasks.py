@@ -1,40 +1,36 @@
-"""Thin Luigi tasks over the plan, the runners and the marker store.
+"""The Luigi face of a backfill: thin tasks over backfill.py.
 
-PopulateManifest plans (configs, table, runs) and requires one RunBatch per batch of runs not yet marked; each
-RunBatch runs one Spark job (local or an EMR step) and marks the runs its reports prove complete.
+    PopulateManifest --> RunBatch (one per batch, oldest first) --> EnumerateRuns --> ValidateConfigs
+
+The command's task holds every parameter; the others carry only their backfill's key (and a batch its first and
+last run and their count), so luigid shows each batch by its runs. Validation and enumeration happen while Luigi
+schedules (a bad input fails there, before any AWS call, with exit 35); their tasks then show the outcome.
+Each batch's outputs are its runs' markers.
 """
 from __future__ import annotations
 
 import atexit
-import dataclasses
-import hashlib
 import json
 import logging
-import multiprocessing
 import os
-import tempfile
 import time
-from typing import List, Optional
 
 import luigi
 
-from spark import report as reports
-from spark import storage
-from spark.spec import BatchSpec
-
-from . import leases, local, summary
-from .emr import EmrRunner, EmrSettings, session_for
-from .emretlrunner import merge_settings, read_emretlrunner_config
+from .backfill import Backfill, find, open_backfill
 from .errors import PipelineError
 from .estimate import Prices
-from .markers import MarkerStore
-from .plan import Context, Params, Plan, load_context, make_plan
+from .lifecycle import Populate
+from .params import Params
+from .plan import make_plan
+from .results import collect
+from .runners import Status
+from .scheduler import check_reachable
+from .summary import after_run, dry_run
+from .targets import record_target
 
 log = logging.getLogger("manifest.tasks")
-
-# Batches failed in this process or in the Luigi worker processes it forks (shared memory): only a backfill whose
-# own batch failed gets its summary at exit, not one that left its batches to another process under luigid.
-_FAILED_BATCHES = multiprocessing.Value("i", 0)
+_SUMMARY_AT_EXIT = set()  # backfill keys whose summary is written at exit if a batch failed
 
 
 def config_section(name: str) -> dict:
@@ -43,8 +39,17 @@ def config_section(name: str) -> dict:
     return dict(config.items(name)) if config.has_section(name) else {}
 
 
-class _Backfill(luigi.Task):
-    """The parameters every task of one backfill shares (defaults documented in luigi.cfg)."""
+class OneLineFailures:
+    """What luigid shows of a failure: the one-line message of a user's problem, the traceback otherwise."""
+
+    def on_failure(self, exception: BaseException) -> str:
+        if isinstance(exception, PipelineError):
+            return str(exception)
+        return super().on_failure(exception)
+
+
+class BackfillCommand(OneLineFailures, luigi.Task):
+    """The parameters of a command (defaults in luigi.cfg's [PopulateManifest], shared by every command)."""
 
     enriched_archive = luigi.Parameter(default="", description="s3://bucket/prefix (s3a://, s3n://) or a directory")
     storage_config = luigi.Parameter(description="duplicate-storage config JSON (amazon_dynamodb_config)")
@@ -52,7 +57,8 @@ class _Backfill(luigi.Task):
     since = luigi.Parameter(default="", description="first run to do: YYYY-MM-DD or YYYY-MM-DD-HH-mm-ss")
     markers = luigi.Parameter(default=".manifest-markers", description="S3 prefix or directory for run markers")
     runner = luigi.Parameter(default="local", description="local (spark-submit on this machine) or emr")
-    batch_size = luigi.IntParameter(default=10, description="runs per Spark job")
+    batch_size = luigi.IntParameter(default=1000, description="most runs one Spark job may hold")
+    batch_minutes = luigi.FloatParameter(default=10.0, description="minutes of writing at the budget per batch")
     create_table = luigi.BoolParameter(default=False, description="create the table when missing")
     ttl_days = luigi.IntParameter(default=180, description="item ttl = etlTime + ttl_days (the shredders' 180)")
     etl_time = luigi.Parameter(default="run", description="run: the run's earliest etl_tstamp; event: per event")
@@ -71,182 +77,111 @@ class _Backfill(luigi.Task):
     profile = luigi.Parameter(default="", description="EMR runner: AWS profile for EMR and staging")
     jar = luigi.Parameter(default="", description="EMR runner: S3 prefix of job code you uploaded yourself")
 
-    def on_failure(self, exception: BaseException) -> str:
-        """What luigid shows: the one-line message for a user's problem, the traceback otherwise."""
-        if isinstance(exception, PipelineError):
-            return str(exception)
-        return super().on_failure(exception)
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        check_reachable()  # before Luigi spends a minute retrying an absent luigid
 
-    def backfill_kwargs(self) -> dict:
-        return {name: getattr(self, name) for name in _Backfill.get_param_names()}
+    def params(self) -> Params:
+        shared = {name: getattr(self, name) for name in BackfillCommand.get_param_names()}
+        return Params(**shared, parallel_batches=max(1, luigi.interface.core().workers),
+                      emr=tuple(sorted(config_section("emr").items())),
+                      pricing=tuple(sorted(config_section("pricing").items())))
 
-    def plan_params(self) -> Params:
-        workers = luigi.interface.core().workers
-        return Params(
-            enriched_archive=self.enriched_archive or self.emretlrunner_settings().get("archive", ""),
-            storage_config=self.storage_config, resolver=self.resolver,
-            markers=self.markers, since=self.since, runner=self.runner, batch_size=self.batch_size,
-            create_table=self.create_table, max_write_capacity=self.max_write_capacity,
-            capacity_fraction=self.capacity_fraction, on_demand_capacity=self.on_demand_capacity,
-            write_mode=self.write_mode, parallel_batches=max(1, workers),
-        )
+    def complete(self) -> bool:
+        return False  # always runs, after its batches, to report
 
-    def emretlrunner_settings(self) -> dict:
-        return read_emretlrunner_config(self.emretlrunner_config) if self.emretlrunner_config else {}
-
-    def emr_runner(self, ctx: Context) -> EmrRunner:
-        """luigi.cfg's [emr], then what EmrEtlRunner's config.yml says, then the explicit parameters, which win."""
-        explicit = {"log_uri": self.log_path, "profile": self.profile, "job_code_uri": self.jar}
-        from_yml = {k: v for k, v in self.emretlrunner_settings().items() if k != "archive"}
-        settings = EmrSettings.from_mapping(merge_settings(explicit, {**config_section("emr"), **from_yml}))
-        return EmrRunner(settings, ctx.backfill_id, ctx.store.staging(), session_for(settings))
-
-    _context: Optional[Context] = None
-
-    def context(self) -> Context:
-        """Made once per task instance: Luigi calls requires() and complete() many times."""
-        if self._context is None:
-            self._context = load_context(self.plan_params())
-        return self._context
+    def report(self, text: str, data: dict, output_json: str) -> None:
+        print(text, flush=True)
+        if output_json:
+            with open(output_json, "w") as f:
+                json.dump(data, f, indent=2, sort_keys=True)
+        if self.set_status_message:  # None outside run(): an exit hook's summary is for the console only
+            self.set_status_message(text.splitlines()[0] if text else "done")
 
 
-# Every task of the family reads a default it has no section for from [PopulateManifest], so luigi.cfg states
-# each shared default once (CleanManifest's markers are PopulateManifest's markers).
-for _name, _param in _Backfill.get_params():
+# Every command reads a default it has no section for from [PopulateManifest], so luigi.cfg states each shared
+# default once (CleanManifest's markers are PopulateManifest's markers).
+for _name, _param in BackfillCommand.get_params():
     _param._config_path = {"section": "PopulateManifest", "name": _name}
 
 
-class RunBatch(_Backfill):
-    """One Spark job over a fixed list of runs; marks each run whose report proves all its items written."""
+class BackfillTask(OneLineFailures, luigi.Task):
+    """A task of one backfill, known by its key (backfill.py): what the whole backfill shares is not repeated."""
 
-    # The batch's progress percentage: its job reports 0-100 and is shown between these; marking is the rest.
-    JOB_STARTS, JOB_ENDS = 2.0, 95.0
-
-    batch_id = luigi.Parameter()
-    runs = luigi.ListParameter()
-    budget = luigi.FloatParameter(description="WCU/s this batch may use (the backfill's budget over parallel batches)")
+    backfill = luigi.Parameter(description="the backfill's key: a digest of all its settings")
 
     @property
-    def priority(self) -> float:
-        """Oldest batches first: earlier etlTimes land first, so later runs' copies are skipped, not overwritten."""
-        return -float(min(self.runs).replace("-", "")) if self.runs else 0.0
+    def owner(self) -> Backfill:
+        return find(self.backfill)
+
+    def status(self) -> Status:
+        return Status(self.set_status_message, self.set_progress_percentage, self.set_tracking_url)
+
+
+class ValidateConfigs(BackfillTask):
+    """The storage config and resolver, validated (while scheduling); shows what they say."""
 
     def complete(self) -> bool:
-        return set(self.runs) <= self.context().store.done_runs(cached=True)
-
-    def on_failure(self, exception: BaseException) -> str:
-        with _FAILED_BATCHES.get_lock():
-            _FAILED_BATCHES.value += 1
-        return super().on_failure(exception)
+        return self.owner.shown("validated")
 
     def run(self):
-        ctx = self.context()
-        store, config = ctx.store, ctx.config
-        # Another process (other flags, another machine) may be doing some of these runs: wait for its leases,
-        # then do only the runs still unmarked.
-        with leases.hold(store.folder, self.runs, store.client, purpose=f"batch {self.batch_id}",
-                         waiting=self.set_status_message):
-            todo = [r for r in self.runs if r not in store.done_runs()]
-            log.info("batch %s: %d runs to do: %s", self.batch_id, len(todo), " ".join(todo))
-            if not todo:
-                self.set_status_message("every run was done meanwhile by another process")
-                return
-            from .maintenance import forget_cleaned  # here: maintenance builds on this module
-
-            forget_cleaned(store, todo)  # about to be written again: no longer a cleaned run
-            budget = self.budget
-            self.set_status_message(f"{len(todo)} runs to do at {budget:.0f} WCU/s")
-            self.set_progress_percentage(0)
-            with tempfile.TemporaryDirectory(prefix="manifest-") as private:
-                spec = BatchSpec(
-                    batch_id=self.batch_id, archive=ctx.archive.uri, runs=todo,
-                    reports=store.reports(self.batch_id).uri, table=config.table, region=config.region,
-                    ttl_days=self.ttl_days, etl_time=self.etl_time, write_mode=self.write_mode,
-                    max_write_capacity=budget, write_parallelism=self.write_parallelism,
-                    max_malformed_fraction=self.max_malformed_fraction, write_expired=self.write_expired,
-                    max_retry_seconds=self.max_retry_seconds, extra={"progress_seconds": self.progress_seconds},
-                )
-                outcome = self._run_job(ctx, spec, private)
-            self._mark(store, todo, outcome)
-
-    def _run_job(self, ctx: Context, spec: BatchSpec, private: str):
-        if self.runner == "emr":
-            return self._run_on_emr(ctx, spec)
-        store = ctx.store
-        for run in spec.runs:  # a stale report from an earlier attempt must never prove this one
-            storage.delete(store.report(self.batch_id, run), store.client)
-        credentials = ctx.config.credentials()
-        if credentials:
-            path = os.path.join(private, "credentials.json")
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as f:
-                json.dump(credentials, f)
-            spec.credentials = path
-        spec_loc = store.batch_spec(self.batch_id)
-        store.write_json(spec_loc, json.loads(spec.to_json()))
-        if store.folder.is_s3:  # the local job reads its spec from a local copy: S3 is only for the record
-            local_spec = os.path.join(private, "spec.json")
-            with open(local_spec, "w") as f:
-                f.write(spec.to_json())
-            spec_uri = local_spec
-        else:
-            spec_uri = spec_loc.uri
-        self.set_tracking_url("http://127.0.0.1:4040")
-        self.set_progress_percentage(self.JOB_STARTS)  # leases held, spec staged: the job is next
-        return local.run_local(spec_uri, self.batch_id, self._progress, master=self.spark_master)
-
-    def _run_on_emr(self, ctx: Context, spec: BatchSpec):
-        """One step per batch. Reports are kept: a step adopted or completed earlier may already have proven runs,
-        and it reads the same spec location, so a resumed run waits for it instead of submitting another."""
-        runner = self.emr_runner(ctx)
-        spec.credentials = runner.stage_credentials(ctx.config.credentials())
-        spec_loc = ctx.store.batch_spec(self.batch_id)
-        ctx.store.write_json(spec_loc, json.loads(spec.to_json()))
-        self.set_progress_percentage(self.JOB_STARTS)
-        outcome = runner.run_batch(self.batch_id, spec_loc.uri, self._progress, self.set_tracking_url)
-        reported = all(ctx.store.read_json(ctx.store.report(self.batch_id, r)) for r in spec.runs)
-        if outcome.ok and not reported:  # completed earlier, yet some run has no report: run it again
-            outcome = runner.run_batch(self.batch_id, spec_loc.uri, self._progress, self.set_tracking_url,
-                                       resubmit_completed=True)
-        return outcome
-
-    def _progress(self, message: str, percentage: Optional[float]) -> None:
-        self.set_status_message(message)
-        if percentage is not None:
-            share = (self.JOB_ENDS - self.JOB_STARTS) * percentage / 100
-            self.set_progress_percentage(round(self.JOB_STARTS + share, 1))
-
-    def _mark(self, store, runs: List[str], outcome) -> None:
-        failed = []
-        for i, run in enumerate(runs, 1):
-            rep = store.read_json(store.report(self.batch_id, run))
-            problem = "the job wrote no report" if rep is None else reports.completeness_problem(rep)
-            if problem is None:
-                store.mark(run, rep)
-            else:
-                failed.append(f"run {run}: {problem}")
-            self.set_progress_percentage(self.JOB_ENDS + (100 - self.JOB_ENDS) * i / max(1, len(runs)))
-        self.set_status_message(f"{len(runs) - len(failed)} of {len(runs)} runs marked; {outcome.detail}")
-        if failed:
-            raise PipelineError(
-                f"batch {self.batch_id}: {len(failed)} of {len(runs)} runs not marked ({outcome.detail}): "
-                + "; ".join(failed)
-            )
-        if not outcome.ok:
-            raise PipelineError(f"batch {self.batch_id}: job failed although every run is complete: {outcome.detail}")
+        self.set_status_message(self.owner.validated())
+        self.owner.show("validated")
 
 
-def _valid_events(store: MarkerStore, folder: storage.Location, runs: List[str]) -> dict:
-    """Valid events per run from a count pass's reports; a run without a report stays estimated from bytes."""
-    counted = {}
-    for run in runs:
-        data = store.read_json(folder.child(f"run={run}.json"))
-        if data is not None:
-            counted[run] = data["valid_events"]
-    return counted
+class EnumerateRuns(BackfillTask):
+    """The archive's runs, the markers and the batches (planned while scheduling); shows the plan's outcome."""
+
+    def requires(self):
+        return ValidateConfigs(backfill=self.backfill)
+
+    def complete(self) -> bool:
+        return self.owner.shown("enumerated")
+
+    def run(self):
+        self.set_status_message(self.owner.plan.outcome())
+        self.owner.show("enumerated")
 
 
-class PopulateManifest(_Backfill):
+class RunBatch(BackfillTask):
+    """One Spark job over consecutive runs; marks each run whose report proves all its items written."""
+
+    first_run = luigi.Parameter(description="the batch's oldest run")
+    last_run = luigi.Parameter(description="the batch's newest run")
+    runs = luigi.IntParameter(description="how many runs the batch holds")
+
+    def batch(self):
+        return self.owner.batch(self.first_run, self.last_run, self.runs)
+
+    @property
+    def priority(self) -> int:
+        return self.owner.priority(self.batch()[0])
+
+    def requires(self):
+        return EnumerateRuns(backfill=self.backfill)
+
+    def output(self):
+        store = self.owner.context.store
+        return [record_target(store.marker(run), lambda run=run: run in store.done_runs(cached=True))
+                for run in self.batch()[1].runs]
+
+    def run(self):
+        index, batch = self.batch()
+        self.owner.run_batch(batch, index, self.status())
+
+
+class ImportBatch(RunBatch):
+    """Every run to do in one job staging the final items, then ImportTable, TTL, and the runs' markers."""
+
+
+def batch_tasks(owner: Backfill, family: type) -> list:
+    """The plan's batches as tasks of `family` (or the enumeration alone when there is none)."""
+    tasks = [family(backfill=owner.key, first_run=b.first, last_run=b.last, runs=len(b.runs))
+             for b in owner.plan.batches]
+    return tasks or [EnumerateRuns(backfill=owner.key)]
+
+
+class PopulateManifest(BackfillCommand):
     """Back-fill the manifest from every run at or after --since; run it again to resume."""
 
     dry_run = luigi.BoolParameter(default=False, description="plan and estimate, submit nothing, write nothing")
@@ -255,119 +190,51 @@ class PopulateManifest(_Backfill):
                                                           "DynamoDB ImportTable (the table must not exist)")
     output_json = luigi.Parameter(default="", description="also write the dry-run plan or the summary as JSON")
 
-    def complete(self) -> bool:
-        return False  # always runs, after its batches, to write the summary
+    _summarised = False
 
-    _plan: Optional[Plan] = None
-    _started: float = 0.0
-    _summarised: bool = False
-    _summary_pending: bool = False
-    _summary_name: str = ""
-
-    def plan_params(self) -> Params:
-        return dataclasses.replace(super().plan_params(), method=self.method, dry_run=self.dry_run)
-
-    def plan(self) -> Plan:
-        if self._plan is None:
-            self._started = time.time()  # the backfill's start, for the summary's elapsed time and WCU/s
-            stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(self._started))
-            self._summary_name = f"{stamp}-{os.getpid()}"  # two backfills at once never share a summary
-            self._plan = make_plan(self.plan_params())
-        return self._plan
-
-    def count_valid_events(self, plan: Plan) -> dict:
-        """--count-events: one count-only Spark pass over the runs to do, which writes nothing to the table; its
-        spec and reports live in a temporary folder (in `_staging/` for EMR, deleted after reading)."""
-        if not plan.runs_todo:
-            return {}
-        ctx = plan.context
-        batch_id = "count-" + hashlib.sha256(" ".join(plan.runs_todo).encode()).hexdigest()[:12]
-        spec = BatchSpec(batch_id=batch_id, archive=ctx.archive.uri, runs=plan.runs_todo, reports="",
-                         table=ctx.config.table, region=ctx.config.region, count_only=True,
-                         extra={"progress_seconds": self.progress_seconds})
-        if self.runner == "emr":
-            return self._count_on_emr(ctx, spec)
-        with tempfile.TemporaryDirectory(prefix="manifest-count-") as tmp:
-            spec.reports = tmp
-            path = os.path.join(tmp, "spec.json")
-            with open(path, "w") as f:
-                f.write(spec.to_json())
-            local.run_local(path, batch_id, lambda message, _pct: self.set_status_message(message),
-                            master=self.spark_master)
-            return _valid_events(ctx.store, storage.parse_location(tmp), spec.runs)
-
-    def _count_on_emr(self, ctx: Context, spec: BatchSpec) -> dict:
-        """A count step on the backfill's cluster (created for the count, then terminated, when there is none).
-        The step's name comes from the runs, so a dry run repeated while its step still runs adopts it."""
-        runner = self.emr_runner(ctx)
-        folder = ctx.store.staging().child("counts", spec.batch_id)
-        spec.reports = folder.child("reports").uri
-        spec_loc = folder.child("spec.json")
-        ctx.store.write_json(spec_loc, json.loads(spec.to_json()))
-        try:
-            outcome = runner.run_batch(spec.batch_id, spec_loc.uri, lambda m, _p: self.set_status_message(m),
-                                       self.set_tracking_url)
-            counted = _valid_events(ctx.store, folder.child("reports"), spec.runs)
-            if not outcome.ok:
-                log.warning("the count step failed (%s): %d of %d runs counted", outcome.detail, len(counted),
-                            len(spec.runs))
-        finally:
-            storage.delete_all(folder, ctx.store.client)
-            runner.terminate_created_cluster()
-        return counted
+    def open(self) -> Backfill:
+        return open_backfill(self.params().replace(method=self.method, dry_run=self.dry_run), Populate(), make_plan)
 
     def requires(self):
-        plan = self.plan()
+        owner = self.open()
+        plan = owner.plan
         if self.dry_run:
-            return []
-        if not self._summary_pending:
-            self._summary_pending = True
-            atexit.register(self._summarise_unfinished)
-        if self.runner == "emr" and plan.batches:  # once, before parallel batches could each create a cluster
-            self.emr_runner(plan.context).ensure_cluster()
-        kwargs = self.backfill_kwargs()
-        if self.method == "import":  # its one batch: every run to do, then ImportTable (importer.py)
-            from .importer import ImportBatch
-
-            return [ImportBatch(batch_id=bid, runs=list(batch), budget=plan.budget, **kwargs)
-                    for bid, batch in plan.batches]
-        budget = plan.budget / plan.context.params.parallel_batches
-        return [RunBatch(batch_id=bid, runs=list(batch), budget=budget, **kwargs) for bid, batch in plan.batches]
+            return EnumerateRuns(backfill=owner.key)
+        if plan.batches and owner.key not in _SUMMARY_AT_EXIT:
+            _SUMMARY_AT_EXIT.add(owner.key)
+            atexit.register(self._summarise_unfinished, owner)
+            owner.launcher.prepare()  # once, before parallel batches could each create an EMR cluster
+        return batch_tasks(owner, ImportBatch if self.method == "import" else RunBatch)
 
     def run(self):
-        plan = self.plan()
+        owner = self.open()
+        plan = owner.plan
         if self.dry_run:
             emr = config_section("emr") if self.runner == "emr" else None
-            counted = self.count_valid_events(plan) if self.count_events else None
-            text, data = summary.dry_run(plan, counted_events=counted,
-                                         prices=Prices.from_mapping(config_section("pricing")), emr=emr)
-            self._report(text, data)
+            counted = owner.count_events(self.set_status_message) if self.count_events else None
+            text, data = dry_run(plan, counted_events=counted, prices=Prices.from_mapping(dict(owner.params.pricing)),
+                                 emr=emr)
+            self.report(text, data, self.output_json)
             return
-        data = self._summarise(plan)
-        if self.runner == "emr" and not data.get("runs_left"):
-            self.emr_runner(plan.context).finish(success=True)
+        data = self._summarise(owner)
+        if plan.batches and not data.get("runs_left"):
+            owner.launcher.finish(success=True)
 
-    def _summarise(self, plan: Plan) -> dict:
-        text, data = summary.after_run(plan, self._started)
-        plan.context.store.write_json(plan.context.store.summary(self._summary_name), data)
+    def _summarise(self, owner: Backfill) -> dict:
+        done_now, reasons = collect(owner.plan)
+        text, data = after_run(owner.plan, owner.started, done_now, reasons)
+        store = owner.context.store
+        stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(owner.started))
+        store.write_json(store.summary(f"{stamp}-{os.getpid()}"), data)  # two backfills never share a summary
         self._summarised = True
-        self._report(text, data)
+        self.report(text, data, self.output_json)
         return data
 
-    def _summarise_unfinished(self) -> None:
+    def _summarise_unfinished(self, owner: Backfill) -> None:
         """At exit: Luigi never runs this task when a batch failed, and a failed backfill needs its summary most."""
-        plan = self._plan
-        if self._summarised or plan is None or not _FAILED_BATCHES.value:
+        if self._summarised or not owner.standing.failed_batches.value:
             return
         try:
-            self._summarise(plan)
+            self._summarise(owner)
         except Exception as e:  # noqa: BLE001 - best effort while exiting: say so, never mask the exit code
             log.warning("no summary written: %s", " ".join(str(e).split()))
-
-    def _report(self, text: str, data: dict) -> None:
-        print(text, flush=True)
-        if self.output_json:
-            with open(self.output_json, "w") as f:
-                json.dump(data, f, indent=2, sort_keys=True)
-        if self.set_status_message:  # None outside run(): the exit hook's summary is for the console only
-            self.set_status_message(text.splitlines()[0] if text else "done")

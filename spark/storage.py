@@ -115,13 +115,16 @@ def list_children(loc: Location, client=None) -> List[str]:
     return sorted(names)
 
 
-def list_objects(loc: Location, client=None, recursive: bool = True) -> List[ObjectInfo]:
-    """Every object beneath `loc` (or only its direct files when recursive=False), paginated."""
+def list_objects(loc: Location, client=None, recursive: bool = True, start_after: str = "") -> List[ObjectInfo]:
+    """Every object beneath `loc` (or only its direct files when recursive=False), paginated; with `start_after`
+    (a name relative to `loc`), only those whose names sort after it, which S3 skips without listing them."""
     if not loc.is_s3:
-        return _list_local(loc.key, recursive)
+        return [o for o in _list_local(loc.key, recursive) if o.name > start_after]
     client = client or s3_client()
     prefix = loc.key.rstrip("/") + "/" if loc.key else ""
     kwargs = {"Bucket": loc.bucket, "Prefix": prefix}
+    if start_after:
+        kwargs["StartAfter"] = prefix + start_after
     if not recursive:
         kwargs["Delimiter"] = "/"
     out = []

@@ -46,4 +46,5 @@ def test_retcodes_and_pricing_match_the_code():
     cfg = read_cfg()
     assert {k: int(v) for k, v in cfg["retcode"].items()} == RETCODES
     assert Prices.from_mapping(dict(cfg["pricing"])) == Prices()
-    assert cfg["core"]["default_scheduler_host"] == "127.0.0.1"
+    assert (cfg["core"]["scheduler_host"], cfg["core"]["scheduler_port"]) == ("127.0.0.1", "8082")
+    assert not any(name.startswith("default_scheduler") for name in cfg["core"])  # read with a warning

@@ -11,7 +11,9 @@ import pytest
 
 from bench.dynamo_endpoint import fetch_stats
 from pipeline.errors import PipelineError
-from pipeline.table import ATTRIBUTES, KEY_SCHEMA
+from pipeline.maintenance_plan import read_budget
+from pipeline.runs import check_selection, parse_runs, parse_until, select_runs
+from pipeline.table import ATTRIBUTES, KEY_SCHEMA, describe_table
 from spark import maintenance as mt
 from spark.ratelimit import TokenBucket
 from spark.writer import WriteError, dynamodb_client
@@ -226,8 +228,6 @@ def test_a_read_throttled_past_the_deadline_is_a_read_failure(standin):
 # --- selecting runs and the read budget (pipeline side) -----------------------------------------------------
 
 def test_run_selection_bounds_are_inclusive_and_a_bare_until_date_is_its_whole_day():
-    from pipeline.maintenance import check_selection, parse_runs, parse_until, select_runs
-
     archive = ["2026-05-01-00-00-00", "2026-05-01-23-00-00", "2026-05-02-00-00-00", "2026-05-03-12-00-00"]
     assert parse_until("2026-05-01") == "2026-05-01-23-59-59"
     assert parse_runs(" run=2026-05-02-00-00-00, 2026-05-01-00-00-00 2026-05-02-00-00-00") == [
@@ -246,9 +246,6 @@ def test_run_selection_bounds_are_inclusive_and_a_bare_until_date_is_its_whole_d
 
 
 def test_read_budget_is_asked_or_a_share_of_provisioned_rcu(moto_reset):
-    from pipeline.maintenance import read_budget
-    from pipeline.table import describe_table
-
     client = boto3.client("dynamodb", region_name="us-east-1")
     client.create_table(TableName=TABLE, KeySchema=KEY_SCHEMA, AttributeDefinitions=ATTRIBUTES,
                         ProvisionedThroughput={"ReadCapacityUnits": 400, "WriteCapacityUnits": 50})

@@ -146,4 +146,4 @@ def test_luigid_is_documented_and_configured_on_loopback():
     readme = (ROOT / "README.md").read_text()
     commands = re.findall(r"^\s*(luigid\s.*)$", readme, re.M)  # every luigid command line the README shows
     assert commands and all("--address 127.0.0.1" in line for line in commands), commands
-    assert re.search(r"^default_scheduler_host = 127\.0\.0\.1$", (ROOT / "luigi.cfg").read_text(), re.M)
+    assert re.search(r"^scheduler_host = 127\.0\.0\.1$", (ROOT / "luigi.cfg").read_text(), re.M)

@@ -1,4 +1,4 @@
-"""The operator's reports: dry run (text and JSON), after-run summary, progress line. No AWS except one moto test."""
+"""The operator's reports: dry run (text and JSON), after-run summary. No AWS except one moto test."""
 from __future__ import annotations
 
 import json
@@ -8,15 +8,17 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from pipeline import runs, summary
+from pipeline import batches, listing, summary
 from pipeline.configs import StorageConfig
+from pipeline.context import Context
 from pipeline.estimate import Prices
 from pipeline.markers import MarkerStore
-from pipeline.plan import Context, Params, Plan
+from pipeline.params import Params
+from pipeline.plan import Plan
+from pipeline.results import collect
 from pipeline.table import TableInfo
-from spark import storage
 from spark.report import new_report
-from spark.storage import ObjectInfo, parse_location
+from spark.storage import parse_location
 
 RUNS = ["2021-03-01-00-00-00", "2021-03-02-00-00-00", "2021-03-03-00-00-00"]
 DONE = "2021-02-28-00-00-00"
@@ -25,15 +27,22 @@ CONFIG = StorageConfig(name="manifest", table="manifest-table", region="eu-west-
 
 
 def make_plan(archive: str, markers: str, todo=RUNS, done=(DONE,), skipped=(), batch_size=2, since=None,
-              billing="PROVISIONED", ttl=True) -> Plan:
+              billing="PROVISIONED", ttl=True, unreadable=()) -> Plan:
     params = Params(enriched_archive=archive, storage_config="unused.json", resolver="unused.json", markers=markers,
                     batch_size=batch_size)
     archive_loc = parse_location(archive)
     store = MarkerStore(parse_location(markers), CONFIG.table)
     ctx = Context(params, CONFIG, archive_loc, store, since)
     info = TableInfo(CONFIG.table, CONFIG.region, billing, 1000 if billing == "PROVISIONED" else 0, ttl)
-    return Plan(ctx, info, 500.0, list(done), list(todo), list(skipped),
-                runs.make_batches(list(todo), batch_size) if todo else [])
+    objects = listing.survey_runs(archive_loc, list(todo))
+    events = {r: objects[r].events for r in todo}
+    return Plan(ctx, info, 500.0, len(todo) + len(done), list(done), list(todo), list(skipped), list(unreadable),
+                batches.by_work(list(todo), events, 500.0, 10, batch_size), objects)
+
+
+def batch_rows(runs_in_batches, events_per_run=8):
+    return [{"id": batches.batch_id(b), "runs": b, "events": events_per_run * len(b), "start_seconds": 7.0}
+            for b in runs_in_batches]
 
 
 @pytest.fixture
@@ -58,7 +67,8 @@ def test_dry_run_json_holds_the_plan_and_estimates(archive, tmp_path):
     text, data = summary.dry_run(plan)
     assert json.loads(json.dumps(data)) == data
     assert data["runs_to_do"] == RUNS and data["runs_done"] == [DONE] and data["runs_skipped"] == skipped
-    assert data["batches"] == [{"id": bid, "runs": b} for bid, b in runs.make_batches(RUNS, 2)]
+    assert data["batches"] == batch_rows([RUNS[:2], RUNS[2:]])
+    assert data["kill_loses_seconds"] == pytest.approx(16 / 500, abs=0.1)
     assert (data["objects"], data["bytes"]) == (6, 3 * 3900)
     assert data["events"] == 3 * 8 and data["events_source"] == "estimated from bytes"
     assert data["per_run"][RUNS[0]] == {"objects": 2, "bytes": 3900, "events": 8,
@@ -108,24 +118,19 @@ def test_dry_run_prices_and_unknown_instance_types(archive, tmp_path):
     assert "$24.00" in text and "unknown price" in text and "unknown price for x9.huge" in text
 
 
-def test_glacier_runs_are_skipped_from_an_injected_listing(archive, tmp_path):
-    def listing(loc):
-        found = storage.list_objects(loc)
-        if loc.key.endswith(RUNS[1]):
-            return [ObjectInfo(o.name, o.size, "GLACIER" if o.name.endswith(".gz") else "STANDARD") for o in found]
-        if loc.key.endswith(RUNS[2]):
-            return [ObjectInfo(o.name, o.size, "GLACIER_IR") for o in found]  # readable like STANDARD
-        return found
-
-    plan = make_plan(archive, str(tmp_path / "markers"))
-    text, data = summary.dry_run(plan, list_objects=listing)
+def test_unreadable_runs_are_skipped_and_named(archive, tmp_path):
+    reason = listing.unreadable_reason(["part-00001.gz"])
+    plan = make_plan(archive, str(tmp_path / "markers"), todo=[RUNS[0], RUNS[2]], unreadable=[RUNS[1]],
+                     skipped=[{"run": RUNS[1], "reason": reason}])
+    text, data = summary.dry_run(plan)
     assert data["runs_to_do"] == [RUNS[0], RUNS[2]]
     assert data["runs_skipped"] == [{"run": RUNS[1], "reason": "unreadable storage class: part-00001.gz "
                                                                "(GLACIER or DEEP_ARCHIVE: restore them first)"}]
-    assert data["batches"] == [{"id": bid, "runs": b} for bid, b in runs.make_batches([RUNS[0], RUNS[2]], 2)]
+    assert data["batches"] == batch_rows([[RUNS[0], RUNS[2]]])
     assert (data["objects"], data["events"]) == (4, 16) and data["nothing_to_do"] is None
-    plan = make_plan(archive, str(tmp_path / "markers"), todo=[RUNS[1]], done=[])
-    text, data = summary.dry_run(plan, list_objects=listing)
+    plan = make_plan(archive, str(tmp_path / "markers"), todo=[], done=[], unreadable=[RUNS[1]],
+                     skipped=[{"run": RUNS[1], "reason": reason}])
+    text, data = summary.dry_run(plan)
     assert data["runs_to_do"] == [] and data["batches"] == [] and data["estimates"]["events"] == 0
     assert data["nothing_to_do"] == "1 run left to do, all in an unreadable storage class"
     assert "Nothing to do: 1 run left to do, all in an unreadable storage class." in text
@@ -141,12 +146,12 @@ def test_glacier_runs_are_skipped_in_s3_unless_restored(tmp_path, monkeypatch):
             s3.put_object(Bucket="archive", Key=f"enriched/run={run}/part-0.gz", Body=b"x" * 1300, StorageClass=cls)
             s3.put_object(Bucket="archive", Key=f"enriched/run={run}/part-1", Body=b"x" * 1300)
         s3.restore_object(Bucket="archive", Key=f"enriched/run={RUNS[2]}/part-0.gz", RestoreRequest={"Days": 1})
-        _, data = summary.dry_run(make_plan("s3://archive/enriched", str(tmp_path / "markers")))
-    assert data["runs_to_do"] == [RUNS[0], RUNS[2]]
-    assert [s["run"] for s in data["runs_skipped"]] == [RUNS[1]]
-    assert data["runs_skipped"][0]["reason"].startswith("unreadable storage class: part-0.gz")
-    assert data["per_run"][RUNS[2]] == {"objects": 2, "bytes": 2600, "events": 7,
-                                        "events_source": "estimated from bytes"}
+        found = listing.survey_runs(parse_location("s3://archive/enriched"), RUNS, s3, check_restores=True)
+        unchecked = listing.survey_runs(parse_location("s3://archive/enriched"), RUNS, s3)
+    assert [run for run in RUNS if found[run].unreadable] == [RUNS[1]]
+    assert found[RUNS[1]].unreadable == ["part-0.gz"]
+    assert not any(unchecked[run].unreadable for run in RUNS)  # a real run's plan leaves it to the job
+    assert (len(found[RUNS[2]].objects), found[RUNS[2]].bytes, found[RUNS[2]].events) == (2, 2600, 7)
 
 
 def test_dry_run_text_shortens_long_lists_but_json_keeps_all(tmp_path):
@@ -157,6 +162,7 @@ def test_dry_run_text_shortens_long_lists_but_json_keeps_all(tmp_path):
     text, data = summary.dry_run(plan)
     assert len(data["runs_to_do"]) == 72 and len(data["batches"]) == 72
     assert "... 32 more runs (all in --output-json)" in text and "... 32 more batches" in text
+    assert "Batches (72, up to 10 min of writing or 1 runs each; each starts in ~7 s, 8 min 24 s in all):" in text
     assert many[0] in text and many[-1] in text and many[30] not in text.split("Batches")[0]
 
 
@@ -170,20 +176,22 @@ def report(run: str, batch_id: str, **counts) -> dict:
 def test_after_run_counts_totals_and_what_is_left(archive, tmp_path):
     plan = make_plan(archive, str(tmp_path / "markers"), ttl=False)
     store = plan.context.store
-    (bid_a, batch_a), (bid_b, _) = plan.batches
+    bid_a, bid_b = (b.id for b in plan.batches)
     store.mark(RUNS[0], report(RUNS[0], bid_a, written=90, already_present=5, in_run_duplicates=3,
                                batch_duplicates=2, expired=1, no_fingerprint=4, wcu_consumed=95))
     store.mark(RUNS[1], report(RUNS[1], bid_a, already_present=7, wcu_consumed=7))
     failed = report(RUNS[2], bid_b, written=10, write_failures=3)
     store.write_json(store.report(bid_b, RUNS[2]), failed)
-    text, data = summary.after_run(plan, time.time() - 10)
+    done_now, reasons = collect(plan)
+    assert sorted(done_now) == RUNS[:2] and reasons == {RUNS[2]: "3 write failures, 0 events not written"}
+    text, data = summary.after_run(plan, 1000.0, done_now, reasons, now=1010.0)
     assert json.loads(json.dumps(data)) == data
     assert data["runs_done_now"] == RUNS[:2] and data["runs_left"] == [RUNS[2]]
     assert data["runs_failed"] == [{"run": RUNS[2], "reason": "3 write failures, 0 events not written"}]
     assert data["per_run"][RUNS[0]]["written"] == 90 and data["per_run"][RUNS[0]]["lines"] == 105
     totals = data["totals"]
     assert (totals["written"], totals["already_present"], totals["duplicates"]) == (90, 12, 5)
-    assert data["wcu_used"] == 102 and 9 <= data["elapsed_seconds"] <= 60
+    assert data["wcu_used"] == 102 and data["elapsed_seconds"] == 10.0 and data["wcu_per_second"] == 10.2
     assert data["runs_without_writes"] == [{"run": RUNS[1], "reason": "every line accounted for without a write: "
                                                                       "7 already present"}]
     assert any("TTL is not enabled" in w for w in data["warnings"])
@@ -198,7 +206,9 @@ def test_after_run_counts_totals_and_what_is_left(archive, tmp_path):
 
 def test_after_run_says_why_a_run_was_not_reported(archive, tmp_path):
     plan = make_plan(archive, str(tmp_path / "markers"))
-    _, data = summary.after_run(plan, time.time())
+    done_now, reasons = collect(plan)
+    assert done_now == {} and reasons == {run: summary.NOT_REPORTED for run in RUNS}
+    _, data = summary.after_run(plan, time.time(), done_now, reasons)
     assert [f["reason"] for f in data["runs_failed"]] == [summary.NOT_REPORTED] * 3
 
 
@@ -210,15 +220,9 @@ def test_after_run_says_why_a_run_was_not_reported(archive, tmp_path):
 ])
 def test_after_run_that_did_nothing_says_why(tmp_path, done, since, why):
     plan = make_plan(str(tmp_path / "archive"), str(tmp_path / "markers"), todo=[], done=done, since=since)
-    text, data = summary.after_run(plan, time.time())
+    text, data = summary.after_run(plan, time.time(), {}, {})
     assert data["nothing_to_do"] == why and data["runs_done_now"] == [] and data["totals"]["written"] == 0
     assert text.startswith(f"Nothing to do for manifest-table: {why} ({summary.plural(len(done), 'run')} already done")
-
-
-def test_progress_line():
-    assert summary.progress_line(3, 12, 1234567, 987.6) == \
-        "3 of 12 runs done (25%), 1,234,567 items written, 988 items/s now"
-    assert summary.progress_line(0, 0, 0, None) == "0 of 0 runs done (100%), 0 items written"
 
 
 @pytest.mark.parametrize("seconds, shown", [(None, "not estimated"), (0.4, "0 s"), (59, "59 s"), (61, "1 min 01 s"),

@@ -1,0 +1,67 @@
+"""A backfill's checked parameters, validated configs and marker store: what every task of it needs.
+
+The order is the contract: everything that needs no AWS call (parameters, configs) is checked first, so a bad
+input fails before the pipeline touches AWS. Configs are validated once per process (an HTTP Iglu repository is
+asked once, not once per task).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+from spark.storage import Location
+
+from . import configs
+from .emretlrunner import read_emretlrunner_config
+from .markers import MarkerStore
+from .params import Params, backfill_id, check_params
+
+
+@dataclass
+class Context:
+    """What every task of one backfill needs: checked parameters, validated configs, the marker store."""
+
+    params: Params
+    config: configs.StorageConfig
+    archive: Location
+    store: MarkerStore
+    since: Optional[str]
+
+    @property
+    def backfill_id(self) -> str:
+        return backfill_id(self.archive, self.config.table, self.store.root)
+
+
+_CONFIGS: Dict[Tuple, configs.StorageConfig] = {}
+
+
+def _file_key(path: str) -> Tuple:
+    try:
+        st = os.stat(path)
+        return path, st.st_mtime_ns, st.st_size
+    except OSError:
+        return path, None, None
+
+
+def load_configs(storage_path: str, resolver_path: str) -> configs.StorageConfig:
+    """Validated once per process for the same files (unchanged since): every task shares the result."""
+    key = (_file_key(storage_path), _file_key(resolver_path))
+    if key not in _CONFIGS:
+        _CONFIGS[key] = configs.load_configs(storage_path, resolver_path)
+    return _CONFIGS[key]
+
+
+def emretlrunner_settings(p: Params) -> Dict:
+    """What --emretlrunner-config's config.yml says ({} without one)."""
+    return read_emretlrunner_config(p.emretlrunner_config) if p.emretlrunner_config else {}
+
+
+def load_context(p: Params) -> Context:
+    """Parameters, then configs: no AWS call is made before both are valid. An archive the parameters leave out
+    comes from config.yml."""
+    if not p.enriched_archive:
+        p = p.replace(enriched_archive=emretlrunner_settings(p).get("archive", ""))
+    checked = check_params(p)
+    config = load_configs(p.storage_config, p.resolver)
+    return Context(p, config, checked.archive, MarkerStore(checked.markers, config.table), checked.since)
