@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from spark import storage
 from spark.storage import Location, LocationError
@@ -39,6 +39,8 @@ class Params:
     parallel_batches: int = 1
     dry_run: bool = False
     method: str = "write"  # write: the job writes the items; import: a new table by ImportTable (importer.py)
+    archive_origin: str = ""  # where enriched_archive came from when not --enriched-archive, for messages
+    emr: Optional[Dict[str, Any]] = None  # the EMR runner's checked cluster settings (emretlrunner.cluster_settings)
 
 
 @dataclass
@@ -120,7 +122,8 @@ def make_plan(p: Params, dynamodb=None, s3=None) -> Plan:
     ctx = load_context(p)
     s3 = s3 or storage.s3_client()
     if not storage.exists(ctx.archive, s3):
-        raise PipelineError(f"enriched archive {ctx.archive.uri} does not exist or is empty")
+        origin = f" (from {p.archive_origin})" if p.archive_origin else ""
+        raise PipelineError(f"enriched archive {ctx.archive.uri}{origin} does not exist or is empty")
     dynamodb = dynamodb or ctx.config.boto3_session().client("dynamodb")
     if p.method == "import":  # the import creates the table: it must not exist (checked below, with the runs)
         info = table.describe_table(dynamodb, ctx.config.table, ctx.config.region)

@@ -24,7 +24,7 @@ from spark.spec import BatchSpec
 
 from . import leases, local, summary
 from .emr import EmrRunner, EmrSettings, session_for
-from .emretlrunner import merge_settings, read_emretlrunner_config
+from .emretlrunner import backfill_archive, cluster_settings
 from .errors import PipelineError
 from .estimate import Prices
 from .markers import MarkerStore
@@ -82,23 +82,22 @@ class _Backfill(luigi.Task):
 
     def plan_params(self) -> Params:
         workers = luigi.interface.core().workers
+        archive, origin = backfill_archive(self.enriched_archive, self.emretlrunner_config, self.runner)
+        explicit = {"log_uri": self.log_path, "profile": self.profile, "job_code_uri": self.jar}
         return Params(
-            enriched_archive=self.enriched_archive or self.emretlrunner_settings().get("archive", ""),
+            enriched_archive=archive, archive_origin=origin,
             storage_config=self.storage_config, resolver=self.resolver,
             markers=self.markers, since=self.since, runner=self.runner, batch_size=self.batch_size,
             create_table=self.create_table, max_write_capacity=self.max_write_capacity,
             capacity_fraction=self.capacity_fraction, on_demand_capacity=self.on_demand_capacity,
             write_mode=self.write_mode, parallel_batches=max(1, workers),
+            emr=cluster_settings(config_section("emr"), self.emretlrunner_config, explicit)
+            if self.runner == "emr" else None,
         )
 
-    def emretlrunner_settings(self) -> dict:
-        return read_emretlrunner_config(self.emretlrunner_config) if self.emretlrunner_config else {}
-
     def emr_runner(self, ctx: Context) -> EmrRunner:
-        """luigi.cfg's [emr], then what EmrEtlRunner's config.yml says, then the explicit parameters, which win."""
-        explicit = {"log_uri": self.log_path, "profile": self.profile, "job_code_uri": self.jar}
-        from_yml = {k: v for k, v in self.emretlrunner_settings().items() if k != "archive"}
-        settings = EmrSettings.from_mapping(merge_settings(explicit, {**config_section("emr"), **from_yml}))
+        """The cluster of ctx.params.emr: luigi.cfg's [emr], then config.yml, then the explicit parameters."""
+        settings = EmrSettings.from_mapping(ctx.params.emr or {})
         return EmrRunner(settings, ctx.backfill_id, ctx.store.staging(), session_for(settings))
 
     _context: Optional[Context] = None
@@ -337,10 +336,9 @@ class PopulateManifest(_Backfill):
     def run(self):
         plan = self.plan()
         if self.dry_run:
-            emr = config_section("emr") if self.runner == "emr" else None
             counted = self.count_valid_events(plan) if self.count_events else None
-            text, data = summary.dry_run(plan, counted_events=counted,
-                                         prices=Prices.from_mapping(config_section("pricing")), emr=emr)
+            text, data = summary.dry_run(plan, counted_events=counted, emr=plan.context.params.emr,
+                                         prices=Prices.from_mapping(config_section("pricing")))
             self._report(text, data)
             return
         data = self._summarise(plan)
