@@ -14,7 +14,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Dict, Mapping, Optional, Tuple
+from typing import Any, Dict, Mapping, Optional, Set, Tuple
 
 import yaml
 
@@ -35,6 +35,7 @@ _MISSING = "__ERB_MISSING_ENV__"
 _PLACEHOLDER = "ADD HERE"  # what EmrEtlRunner's sample config leaves in the fields to fill
 _EMR7 = re.compile(r"^(?:emr-)?(7\.\d+\.\d+)$")
 ARCHIVE_SETTING = "aws.s3.buckets.enriched.archive"
+_WARNED: Set[Tuple[str, str]] = set()
 
 # Our name for each value taken, and the file's settings it is read from (the first one set wins).
 SETTINGS: Tuple[Tuple[str, Tuple[str, ...]], ...] = (
@@ -164,7 +165,9 @@ def _release_label(s: Setting, path: str) -> Setting:
     match = _EMR7.match(str(s.value).strip())
     if match:
         return Setting(s.setting, f"emr-{match.group(1)}")
-    log.warning("%s: ignoring %s %s: the job needs an EMR 7 release", path, s.setting, s.value)
+    if (path, str(s.value)) not in _WARNED:  # the file is read by every task of a backfill: say it once
+        _WARNED.add((path, str(s.value)))
+        log.warning("%s: ignoring %s %s: the job needs an EMR 7 release", path, s.setting, s.value)
     return Setting(s.setting, missing="not an EMR 7 release")
 
 
