@@ -19,7 +19,8 @@ import boto3
 import botocore.exceptions
 
 from pipeline.errors import PipelineError
-from pipeline.iglu import IgluError, Resolver, SchemaKey, parse_envelope, show
+from pipeline.iglu_resolver import Resolver
+from pipeline.self_describing import IgluError, SchemaKey, parse_envelope, show
 
 MAX_CONFIG_BYTES = 1 << 20  # a config is a few hundred bytes; anything this big is the wrong file
 _TABLE = re.compile(r"^[A-Za-z0-9_.-]{3,255}$")  # DynamoDB's own rule for table names
@@ -100,7 +101,7 @@ def load_resolver(
     """A resolver from a resolver config file, itself validated against the package's embedded schemas."""
     label, instance = read_json(path)
     with _as_config_error():
-        key, data = parse_envelope(instance, label)
+        key, data = parse_envelope(instance, label, extra_keys="warn")
         _expect(key, RESOLVER, STORAGE, label)
         Resolver.bootstrap().validate_data(key, data, label)
         base_dir = os.path.dirname(os.path.abspath(path))

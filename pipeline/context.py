@@ -8,12 +8,12 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Dict, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from spark.storage import Location
 
 from . import configs
-from .emretlrunner import read_emretlrunner_config
+from .emretlrunner import backfill_archive, cluster_settings
 from .markers import MarkerStore
 from .params import Params, backfill_id, check_params
 
@@ -27,6 +27,8 @@ class Context:
     archive: Location
     store: MarkerStore
     since: Optional[str]
+    archive_origin: str = ""  # where the archive came from when not --enriched-archive, for messages
+    emr: Optional[Dict[str, Any]] = None  # the EMR runner's checked cluster settings (emretlrunner.cluster_settings)
 
     @property
     def backfill_id(self) -> str:
@@ -52,16 +54,16 @@ def load_configs(storage_path: str, resolver_path: str) -> configs.StorageConfig
     return _CONFIGS[key]
 
 
-def emretlrunner_settings(p: Params) -> Dict:
-    """What --emretlrunner-config's config.yml says ({} without one)."""
-    return read_emretlrunner_config(p.emretlrunner_config) if p.emretlrunner_config else {}
-
-
 def load_context(p: Params) -> Context:
     """Parameters, then configs: no AWS call is made before both are valid. An archive the parameters leave out
-    comes from config.yml."""
-    if not p.enriched_archive:
-        p = p.replace(enriched_archive=emretlrunner_settings(p).get("archive", ""))
+    comes from config.yml, as do the EMR cluster's settings (under luigi.cfg's [emr] and the explicit ones)."""
+    archive, origin = backfill_archive(p.enriched_archive, p.emretlrunner_config, p.runner)
+    p = p.replace(enriched_archive=archive)
     checked = check_params(p)
+    emr = None
+    if p.runner == "emr":
+        explicit = {"log_uri": p.log_path, "profile": p.profile, "job_code_uri": p.jar}
+        emr = cluster_settings(dict(p.emr), p.emretlrunner_config, explicit)
     config = load_configs(p.storage_config, p.resolver)
-    return Context(p, config, checked.archive, MarkerStore(checked.markers, config.table), checked.since)
+    return Context(p, config, checked.archive, MarkerStore(checked.markers, config.table), checked.since, origin,
+                   emr)

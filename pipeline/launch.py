@@ -14,9 +14,8 @@ from spark.spec import BatchSpec
 from spark.storage import Location, parse_location
 
 from . import local
-from .context import Context, emretlrunner_settings
+from .context import Context
 from .emr import EmrRunner, EmrSettings, session_for
-from .emretlrunner import merge_settings
 from .markers import MarkerStore
 from .runners import BatchOutcome, Progress, Status
 
@@ -74,14 +73,6 @@ class LocalLauncher:
         pass
 
 
-def emr_settings(ctx: Context) -> EmrSettings:
-    """luigi.cfg's [emr], then what EmrEtlRunner's config.yml says, then the explicit parameters, which win."""
-    p = ctx.params
-    explicit = {"log_uri": p.log_path, "profile": p.profile, "job_code_uri": p.jar}
-    from_yml = {k: v for k, v in emretlrunner_settings(p).items() if k != "archive"}
-    return EmrSettings.from_mapping(merge_settings(explicit, {**dict(p.emr), **from_yml}))
-
-
 class EmrLauncher:
     """One step per batch on the backfill's cluster. Reports are kept: a step adopted or completed earlier may
     already have proven runs, and it reads the same spec location, so a resumed run waits for it instead of
@@ -92,7 +83,7 @@ class EmrLauncher:
     def __init__(self, ctx: Context, runner: Optional[EmrRunner] = None):
         self.ctx = ctx
         if runner is None:
-            settings = emr_settings(ctx)
+            settings = EmrSettings.from_mapping(ctx.emr or {})
             runner = EmrRunner(settings, ctx.backfill_id, ctx.store.staging(), session_for(settings))
         self.runner = runner
 

@@ -48,7 +48,8 @@ class Plan:
 
 def check_archive(ctx: Context, s3) -> None:
     if not storage.exists(ctx.archive, s3):
-        raise PipelineError(f"enriched archive {ctx.archive.uri} does not exist or is empty")
+        origin = f" (from {ctx.archive_origin})" if ctx.archive_origin else ""
+        raise PipelineError(f"enriched archive {ctx.archive.uri}{origin} does not exist or is empty")
 
 
 def make_plan(ctx: Context, dynamodb=None, s3=None) -> Plan:

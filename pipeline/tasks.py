@@ -210,7 +210,7 @@ class PopulateManifest(BackfillCommand):
         owner = self.open()
         plan = owner.plan
         if self.dry_run:
-            emr = config_section("emr") if self.runner == "emr" else None
+            emr = owner.context.emr if self.runner == "emr" else None
             counted = owner.count_events(self.set_status_message) if self.count_events else None
             text, data = dry_run(plan, counted_events=counted, prices=Prices.from_mapping(dict(owner.params.pricing)),
                                  emr=emr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import http.server
 import os
+import socket
 import sys
 import threading
 from pathlib import Path
@@ -107,3 +108,14 @@ def standin(moto_reset, monkeypatch):
     yield start
     for server in started:
         stop(server)
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """Any attempt to open a connection fails the test."""
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("network used")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)

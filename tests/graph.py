@@ -65,8 +65,8 @@ class FakeLauncher:
             report["valid_events"] = EVENTS
             storage.write_bytes(folder.child(f"run={run}.json"), json.dumps(report).encode(), store.client)
             progress(f"run {run} done", 100.0 * (spec.runs.index(run) + 1) / len(spec.runs))
-        return BatchOutcome(ok=self.exit_ok and not self.fail & set(spec.runs), detail="fake job exited 0" if self.exit_ok else
-                            "fake job exited 1", job_id="fake")
+        detail = "fake job exited 0" if self.exit_ok else "fake job exited 1"
+        return BatchOutcome(ok=self.exit_ok and not self.fail & set(spec.runs), detail=detail, job_id="fake")
 
     def finish(self, success: bool) -> None:
         pass

@@ -44,8 +44,8 @@ def nothing_written(tmp_path):
 ])
 def test_bad_input_is_one_line_and_nothing_written(world, args, message):
     tmp_path, storage, _ = world
-    params = dict(enriched_archive="s3://archive/enriched", storage_config=storage,
-                  resolver=str(EXAMPLES / "resolver.json"), markers=".manifest-markers", **args)
+    params = dict(dict(enriched_archive="s3://archive/enriched", storage_config=storage,
+                       resolver=str(EXAMPLES / "resolver.json"), markers=".manifest-markers"), **args)
     with pytest.raises(PipelineError) as failure:
         PopulateManifest(**params).requires()  # what Luigi calls while scheduling
     assert message in str(failure.value) and "\n" not in str(failure.value), str(failure.value)

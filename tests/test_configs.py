@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import socket
+import logging
 from pathlib import Path
 
 import pytest
@@ -15,7 +15,9 @@ from pipeline.configs import (
     load_resolver,
     load_storage_config,
 )
-from pipeline.iglu import PACKAGE_REPOSITORY_NAME, Resolver, SchemaKey
+from pipeline.iglu_repositories import PACKAGE_REPOSITORY_NAME
+from pipeline.iglu_resolver import Resolver
+from pipeline.self_describing import SchemaKey
 from tests.test_iglu import free_port
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -63,17 +65,6 @@ def config_error(call, *args) -> str:
     message = str(caught.value)
     assert message and "\n" not in message
     return message
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails the test."""
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("network used")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 @pytest.fixture(scope="module")
@@ -318,6 +309,21 @@ def test_unknown_resolver_version(tmp_path):
     assert config_error(load_resolver, path).startswith(
         f"resolver.json: schema {RESOLVER}1-0-4 not found; repositories tried: '{PACKAGE_REPOSITORY_NAME}' (embedded "
     )
+
+
+def test_resolver_with_an_extra_top_level_key_is_accepted_with_a_warning(tmp_path, caplog):
+    """As RDB Loader's resolver configs have them ("sub" for HOCON substitutions), and the loader accepts them."""
+    path = write(tmp_path / "r.json", {"schema": RESOLVER + "1-0-1", "data": resolver_data("1-0-1"), "sub": {"a": 1}})
+    with caplog.at_level(logging.WARNING, logger="manifest.iglu"):
+        resolver = load_resolver(path)
+    assert resolver.repositories[1].name == "Iglu Central"
+    assert "r.json: ignoring top-level key(s) 'sub'" in caplog.text
+
+
+def test_storage_config_with_an_extra_top_level_key_is_still_refused(tmp_path, bootstrap):
+    """It holds credentials: a key beside 'data' is more likely a misplaced setting than something to ignore."""
+    path = write(tmp_path / "d.json", {"schema": STORAGE + "2-0-0", "data": storage_data("2-0-0"), "auth": None})
+    assert "unexpected top-level key(s) 'auth'" in config_error(load_storage_config, path, bootstrap)
 
 
 def test_resolver_with_a_non_http_uri(tmp_path):

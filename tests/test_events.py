@@ -247,3 +247,99 @@ def test_any_bytes_never_crash_and_each_line_is_classified_once(batches):
 @given(text=st.one_of(near_lines, st.binary(max_size=300).map(lambda b: b.replace(b"\n", b""))))
 def test_a_line_is_classified_the_same_with_or_without_its_ending(text):
     assert ev.classify_line(text) == ev.classify_line(text + b"\n") == ev.classify_line(text + b"\r\n")
+
+
+# --- real line shapes: each classified on purpose ---------------------------------------------------------------
+# A line ends written, expired (its ttl is past: not written unless --write-expired), without fingerprint, or
+# malformed with its reason. Where that differs from what a Snowplow shredder (RDB Shredder, which parses lines with
+# the Scala Analytics SDK: exactly 131 fields, timestamps through java.time.Instant.parse) would do, the test says so.
+
+NINE_DIGITS = "2021-10-15 09:05:41.458800585"  # stream transformer inputs
+NINE_DIGITS_MS = calendar.timegm((2021, 10, 15, 9, 5, 41)) * 1000 + 458
+BOM = b"\xef\xbb\xbf"
+
+
+def events_of(text: bytes) -> list:
+    return list(ev.scan_lines([[text]], "obj", ev.LineTally()))
+
+
+def outcome(text: bytes, now: float, write_expired: bool = False) -> str:
+    """What becomes of one line in a run of its own: the parser, then the rules that settle a key's item."""
+    tally = ev.LineTally()
+    found = list(ev.scan_lines([[text]], "obj", tally))
+    if not found:
+        reasons = [r for r, n in tally.malformed.items() if n]
+        return "no fingerprint" if tally.no_fingerprint else f"malformed: {reasons[0]}"
+    ((_, _, etl_ms),) = found
+    winner, outcomes = ev.settle(((ev.etl_seconds(etl_ms), "run", 1),), 180, now, write_expired)
+    return "written" if winner else outcomes[0][1]
+
+
+def test_etl_tstamp_with_nine_fraction_digits_is_written_or_expired_by_its_time():
+    """Nanoseconds are truncated to milliseconds (the item's etlTime to seconds), as a shredder's Instant does: the
+    same item. Like any event, it is expired once 180 days have passed since its etl_tstamp. Ten digits are more
+    than Instant.parse reads: malformed here and a bad row for a shredder."""
+    text = line(etl=NINE_DIGITS)
+    assert events_of(text) == [(EID, FP, NINE_DIGITS_MS)]
+    etl = NINE_DIGITS_MS // 1000
+    assert outcome(text, now=etl + 86400) == "written"
+    assert outcome(text, now=etl + 181 * 86400) == "expired"
+    assert outcome(text, now=etl + 181 * 86400, write_expired=True) == "written"
+    assert outcome(line(etl=NINE_DIGITS + "1"), now=etl) == "malformed: etl_tstamp"
+
+
+@pytest.mark.parametrize("etl", ["-0001-01-01 00:00:00.000", "-2021-10-15 09:05:41.458", "0000-01-01 00:00:00.000"])
+def test_negative_or_zero_year_in_etl_tstamp_is_malformed_unlike_a_shredder(etl):
+    """Differs from a shredder: Instant.parse accepts a signed year (and year 0), so a shredder would take the line
+    as valid, with an etlTime thousands of years before 1970. Here it is malformed (etl_tstamp), on purpose: no ETL
+    ran then, and with --etl-time run the run's earliest etl_tstamp becomes every event's etlTime, so one such line
+    would expire every item of its run. As a malformed line it is counted and does not set the run's etlTime."""
+    assert outcome(line(etl=etl), now=NOW) == "malformed: etl_tstamp"
+    tally = ev.LineTally()
+    list(ev.scan_lines([[line(etl=etl), line()]], "obj", tally))
+    assert tally.min_etl_ms == ETL_MS
+
+
+def test_negative_year_in_a_timestamp_the_manifest_does_not_read_changes_nothing():
+    """dvce_created_tstamp (field 4) from a device clock: not read here, parsed fine by a shredder; both write it."""
+    text = line(f4=b"-0001-01-01 00:00:00.000", f3=ETL.encode())
+    assert events_of(text) == [(EID, FP, ETL_MS)]
+    assert outcome(text, now=ETL_MS / 1000) == "written"
+
+
+def test_byte_order_mark_before_the_first_field_of_an_object_is_written():
+    """The reader (spark/archive.py) hands an object's lines as they are, after inflating gzip: a UTF-8 BOM arrives
+    in front of app_id, the first field of the object's first line only. app_id is not read and the tab count is
+    unchanged, so the line is valid and its item the one a shredder writes (app_id is not part of the item)."""
+    batches = [[BOM + line() + b"\n", line(event_id=EID.replace("5f", "6f")) + b"\n"]]
+    tally = ev.LineTally()
+    found = list(ev.scan_lines(batches, "part-00000.gz", tally))
+    assert found == [(EID, FP, ETL_MS), (EID.replace("5f", "6f"), FP, ETL_MS)]
+    assert (tally.lines, tally.valid, tally.examples) == (2, 2, [])
+    assert outcome(BOM + line() + b"\r\n", now=ETL_MS / 1000) == "written"
+
+
+@pytest.mark.parametrize("fingerprint", [
+    "a94a8fe5ccb19ba61c4c0873d391e987982fbbd3",  # 40 hex digits: the fingerprint enrichment's SHA1 hash
+    "1234",  # 4 digits
+    "A94A8FE5CCB19BA61C4C0873D391E987982FBBD3",
+])
+def test_fingerprints_that_are_not_32_hex_digits_are_written_as_they_are(fingerprint):
+    """The fingerprint is a string key to DynamoDB and to a shredder, which writes the field unchanged: so here.
+    Any non-empty value is kept byte for byte (no case change), so the item matches the shredder's lookup."""
+    assert events_of(line(fingerprint=fingerprint)) == [(EID, fingerprint, ETL_MS)]
+    assert outcome(line(fingerprint=fingerprint), now=ETL_MS / 1000) == "written"
+
+
+@pytest.mark.parametrize("fields", [104, 108, 109, 120, 121, 123])
+def test_pre_r71_lines_are_malformed_like_a_shredders_bad_rows(fields):
+    """Lines enriched before R71 (2015) have fewer fields and no event_fingerprint at all: R71 added it. A shredder
+    refuses them as bad rows (the Analytics SDK wants 131 fields) and none ever wrote a manifest item for one, so
+    here too they are malformed (field_count), never written; their events could never match an item anyway. A
+    run made of them fails the --max-malformed-fraction check: start the backfill after such runs with --since."""
+    text = line(fields=fields)
+    assert text.count(b"\t") == fields - 1 and text.split(b"\t")[6] == EID.encode()
+    assert outcome(text, now=ETL_MS / 1000) == "malformed: field_count"
+    tally = ev.LineTally()
+    assert list(ev.scan_lines([[text + b"\n"] * 3, [line()]], "old.gz", tally)) == [(EID, FP, ETL_MS)]
+    assert (tally.malformed["field_count"], tally.valid, tally.examples[0]) == (3, 1, "old.gz:1: field_count")

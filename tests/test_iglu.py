@@ -10,15 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.iglu import (
-    PACKAGE_REPOSITORY_NAME,
-    EmbeddedRepository,
-    HttpRepository,
-    IgluError,
-    Resolver,
-    SchemaKey,
-    parse_envelope,
-)
+from pipeline.configs import load_resolver
+from pipeline.iglu_repositories import PACKAGE_REPOSITORY_NAME, EmbeddedRepository, HttpRepository
+from pipeline.iglu_resolver import Resolver
+from pipeline.self_describing import IgluError, SchemaKey, parse_envelope
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "iglu"
 DYNAMODB = "com.snowplowanalytics.snowplow.storage/amazon_dynamodb_config/jsonschema"
@@ -144,6 +139,24 @@ def test_envelope_lists_every_problem():
     assert "no 'schema'" in message and "no 'data'" in message and "'x'" in message
 
 
+def test_extra_top_level_keys_can_be_ignored_with_a_warning(caplog):
+    """Iglu's decoder in Snowplow's loaders ignores them; a secret under one never reaches the log."""
+    instance = {"schema": "iglu:a/b/c/1-0-0", "data": {"size": 1}, "sub": {"apikey": "IGLU-CANARY-KEY"}, "z": 2}
+    with caplog.at_level(logging.WARNING, logger="manifest.iglu"):
+        key, data = parse_envelope(instance, "f.json", extra_keys="warn")
+    assert (key.uri, data) == ("iglu:a/b/c/1-0-0", {"size": 1})
+    assert "f.json: ignoring top-level key(s) 'sub', 'z' beside 'schema' and 'data'" in caplog.text
+    assert "IGLU-CANARY-KEY" not in caplog.text
+    assert "unexpected top-level key(s) 'sub', 'z'" in iglu_error(parse_envelope, instance, "f.json")
+
+
+def test_extra_keys_are_named_with_the_problem_that_makes_an_envelope_bad():
+    """A misspelt 'data' is then the likely cause: the extra key is listed with it, not only warned about."""
+    message = iglu_error(lambda i, f: parse_envelope(i, f, extra_keys="warn"), {"schema": "iglu:a/b/c/1-0-0",
+                                                                               "Data": {}}, "f.json")
+    assert "no 'data'" in message and "unexpected top-level key(s) 'Data'" in message
+
+
 # --- ordering ----------------------------------------------------------------------------------------------------
 
 
@@ -255,7 +268,7 @@ def test_invalid_json_response_is_unreachable(fake_iglu):
 def test_unreachable_repository_is_skipped_when_a_later_one_has_the_schema(fake_iglu, iglu_http, caplog):
     fake_iglu.serve(SchemaKey.parse(f"iglu:{DYNAMODB}/2-0-0"), "boom", status=503)
     resolver = Resolver([fake_iglu.repository("flaky", priority=0), HttpRepository("shared", 1, uri=iglu_http)])
-    with caplog.at_level(logging.WARNING, logger="pipeline.iglu"):
+    with caplog.at_level(logging.WARNING, logger="manifest.iglu"):
         assert resolver.lookup(SchemaKey.parse(f"iglu:{DYNAMODB}/2-0-0"))["self"]["version"] == "2-0-0"
     assert "repository 'flaky' unreachable: HTTP 503" in caplog.text
     assert "found iglu:" in caplog.text and "'shared'" in caplog.text
@@ -463,3 +476,58 @@ def test_secrets_are_masked_in_violations(tmp_path):
     assert "CANARY" not in message
     assert "data.apikey: **** is too short" in message
     assert "data.nested[0]: {'secretAccessKey': '****'} is not of type 'string'" in message
+
+
+# --- what real resolver configs hold (through load_resolver, as the pipeline reads them) --------------------------
+
+RESOLVER_CONFIG = "iglu:com.snowplowanalytics.iglu/resolver-config/jsonschema/"
+
+
+def resolver_file(tmp_path, version: str, repositories: list, **data) -> str:
+    path = tmp_path / "resolver.json"
+    path.write_text(json.dumps({"schema": RESOLVER_CONFIG + version,
+                                "data": {"cacheSize": 500, "repositories": repositories, **data}}))
+    return str(path)
+
+
+def test_apikey_null_is_a_repository_without_key(tmp_path, fake_iglu):
+    """iglu-scala-client's own test config writes "apikey": null: no apikey header is sent."""
+    fake_iglu.serve(ACME, acme_schema())
+    repo = {"name": "Keyless", "priority": 0, "vendorPrefixes": ["com.acme"],
+            "connection": {"http": {"uri": fake_iglu.url, "apikey": None}}}
+    resolver = load_resolver(resolver_file(tmp_path, "1-0-2", [repo]))
+    assert resolver.repositories[1].apikey is None
+    resolver.lookup(ACME)
+    assert [(path, "apikey" in headers) for path, headers in fake_iglu.requests] == [(f"/schemas/{ACME.path}", False)]
+
+
+def test_classpath_style_embedded_path_is_accepted_and_finds_nothing(tmp_path, caplog):
+    """Snowplow's SpecHelpers write "/iglu-schemas", a path on the JVM classpath. Here an embedded path is a
+    directory, so that one is absolute and missing: the config is accepted with a warning saying so, the
+    repository answers "not here" (never a failure), and Snowplow's schemas still come from the package."""
+    repo = {"name": "Embedded src/test/resources", "priority": 100, "vendorPrefixes": ["com.snowplowanalytics"],
+            "connection": {"embedded": {"path": "/iglu-schemas"}}}
+    with caplog.at_level(logging.WARNING, logger="manifest.iglu"):
+        resolver = load_resolver(resolver_file(tmp_path, "1-0-0", [repo]))
+    assert "embedded repository 'Embedded src/test/resources': no directory /iglu-schemas" in caplog.text
+    assert "classpath" in caplog.text
+    assert resolver.repositories[1].root == Path("/iglu-schemas")
+    assert resolver.lookup(SchemaKey.parse(f"iglu:{DYNAMODB}/2-0-0"))["self"]["version"] == "2-0-0"
+    assert iglu_error(resolver.lookup, ACME).startswith(
+        f"schema {ACME.uri} not found; repositories tried: '{PACKAGE_REPOSITORY_NAME}' (embedded ")
+
+
+def test_1_0_2_empty_vendor_prefixes_and_cache_ttl(tmp_path, fake_iglu):
+    """enrich's fs2 SpecHelpers: "vendorPrefixes": [] (a repository for every vendor, after the ones whose prefix
+    matches) with "cacheTtl": 600 (seconds a found schema is kept)."""
+    now = [0.0]
+    fake_iglu.serve(ACME, acme_schema())
+    repo = {"name": "Iglu Central", "priority": 1, "vendorPrefixes": [], "connection": {"http": {"uri": fake_iglu.url}}}
+    resolver = load_resolver(resolver_file(tmp_path, "1-0-2", [repo], cacheTtl=600), clock=lambda: now[0])
+    central = resolver.repositories[1]
+    assert (central.vendor_prefixes, resolver.cache_ttl) == ((), 600)
+    assert not central.matches("com.acme") and resolver.ordered(ACME)[-1] is central
+    for at, requests in ((0.0, 1), (599.9, 1), (600.0, 2), (601.0, 2)):
+        now[0] = at
+        resolver.lookup(ACME)
+        assert len(fake_iglu.requests) == requests, at
