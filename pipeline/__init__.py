@@ -6,6 +6,8 @@ import logging
 import re
 import sys
 
+import luigi.configuration
+
 from .errors import PipelineError
 
 # A user's mistake is one clear line, not a traceback: luigi logs task failures with the exception attached and
@@ -54,6 +56,18 @@ def _default_retcodes() -> None:
             setattr(codes, name, value)
 
 
+def _default_worker_settings() -> None:
+    """Luigi re-checks a task's dependencies just before running it, in the process that runs it. Ours need not be:
+    luigid hands out a batch only once its dependencies are done (perhaps by another process, whose validation
+    and enumeration tasks this process never ran), and each batch re-checks its runs under their leases. luigi.cfg
+    says so too; this holds without it."""
+    config = luigi.configuration.get_config()
+    if not config.has_option("worker", "check_unfulfilled_deps"):
+        if not config.has_section("worker"):
+            config.add_section("worker")
+        config.set("worker", "check_unfulfilled_deps", "false")
+
+
 def _show_our_logs() -> None:
     """Luigi configures only its own logger; ours (manifest.*) print the same way, to stderr."""
     ours = logging.getLogger("manifest")
@@ -65,6 +79,7 @@ def _show_our_logs() -> None:
 
 
 _default_retcodes()
+_default_worker_settings()
 _show_our_logs()
 _errors = _OneLineErrors()
 logging.getLogger("luigi-interface").addFilter(_errors)

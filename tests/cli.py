@@ -2,7 +2,10 @@
 from __future__ import annotations
 
 import configparser
+import contextlib
+import io
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Tuple
 
 import boto3
+from luigi.retcodes import run_with_retcodes
 
 from bench.archive import ArchiveTruth, generate_archive, run_ids
 from bench.servers import free_port
@@ -68,6 +72,35 @@ def populate_command(archive: str, storage: str, markers: str, *extra: str, task
 
 def run_luigi(command: List[str], cwd: Path, env: Dict[str, str], timeout: float = 300) -> subprocess.CompletedProcess:
     return subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+class _Collect(logging.Handler):
+    def __init__(self):
+        super().__init__(logging.DEBUG)
+        self.lines: List[str] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append(f"{record.levelname}: {record.getMessage()}")
+
+
+def run_in_process(command: List[str]) -> subprocess.CompletedProcess:
+    """The `luigi` command run in this process by luigi's own entry point (same parser, same retcodes), for what
+    needs no separate process: its exit code, its printout and its log lines as stdout and stderr."""
+    collect, out = _Collect(), io.StringIO()
+    root = logging.getLogger()
+    root.addHandler(collect)
+    code = 0
+    try:
+        with contextlib.redirect_stdout(out):
+            run_with_retcodes([*command[1:], "--no-lock"])
+    except SystemExit as exited:
+        code = exited.code or 0
+    finally:
+        root.removeHandler(collect)
+        for one_line_errors in logging.getLogger("luigi-interface").filters:  # repeated at exit by the command
+            if isinstance(getattr(one_line_errors, "messages", None), list):
+                one_line_errors.messages.clear()
+    return subprocess.CompletedProcess(command, code, out.getvalue(), "\n".join(collect.lines))
 
 
 def last_error(proc: subprocess.CompletedProcess) -> str:

@@ -28,6 +28,7 @@ from tests.cli import (
     ops_objects,
     populate_command,
     recent_runs,
+    run_in_process,
     run_luigi,
     storage_config,
     table_items,
@@ -48,11 +49,13 @@ def imported(moto_endpoint, tmp_path_factory):
     tmp = tmp_path_factory.mktemp("import")
     env = luigi_env(moto_endpoint)
 
-    def luigi(table_name, *args):
+    def luigi(table_name, *args, process: bool = False):
+        """The command, in-process unless a job must run (its state machine needs no separate process)."""
         storage = storage_config(tmp / f"{table_name}.json", table_name)
-        return run_luigi(populate_command(ARCHIVE, storage, MARKERS, "--method", "import", *args), tmp, env)
+        command = populate_command(ARCHIVE, storage, MARKERS, "--method", "import", *args)
+        return run_luigi(command, tmp, env) if process else run_in_process(command)
 
-    first = luigi(TABLE)
+    first = luigi(TABLE, process=True)
     assert first.returncode == 0, first.stderr[-3000:]
     return runs, truth, luigi, first
 

@@ -48,3 +48,10 @@ def test_retcodes_and_pricing_match_the_code():
     assert Prices.from_mapping(dict(cfg["pricing"])) == Prices()
     assert (cfg["core"]["scheduler_host"], cfg["core"]["scheduler_port"]) == ("127.0.0.1", "8082")
     assert not any(name.startswith("default_scheduler") for name in cfg["core"])  # read with a warning
+
+
+def test_batches_trust_the_scheduler_for_their_dependencies():
+    """A batch luigid hands out may depend on validation another process ran (pipeline/__init__.py)."""
+    cfg = read_cfg()
+    assert cfg["worker"]["check_unfulfilled_deps"] == "false"
+    assert luigi.worker.worker().check_unfulfilled_deps is False
