@@ -81,9 +81,9 @@ def _show_our_logs() -> None:
 _default_retcodes()
 _default_worker_settings()
 _show_our_logs()
-_errors = _OneLineErrors()
-logging.getLogger("luigi-interface").addFilter(_errors)
-atexit.register(_errors.repeat_at_exit)
+ONE_LINE_ERRORS = _OneLineErrors()  # the messages the command repeats as its last lines
+logging.getLogger("luigi-interface").addFilter(ONE_LINE_ERRORS)
+atexit.register(ONE_LINE_ERRORS.repeat_at_exit)
 
 from .maintenance import CleanBatch, CleanManifest, VerifyBatch, VerifyManifest  # noqa: E402
 from .tasks import EnumerateRuns, ImportBatch, PopulateManifest, RunBatch, ValidateConfigs  # noqa: E402

@@ -14,6 +14,7 @@ import json
 import logging
 import os
 import time
+from typing import Callable, Dict
 
 import luigi
 
@@ -30,7 +31,19 @@ from .summary import after_run, dry_run
 from .targets import record_target
 
 log = logging.getLogger("manifest.tasks")
-_SUMMARY_AT_EXIT = set()  # backfill keys whose summary is written at exit if a batch failed
+
+# Backfill key -> its summary, written as the process exits if a batch of it failed (Luigi never runs the command's
+# task then, and a failed backfill needs its summary most).
+EXIT_SUMMARIES: Dict[str, Callable[[], None]] = {}
+
+
+def summarise_at_exit() -> None:
+    for summarise in list(EXIT_SUMMARIES.values()):
+        summarise()
+    EXIT_SUMMARIES.clear()
+
+
+atexit.register(summarise_at_exit)
 
 
 def config_section(name: str) -> dict:
@@ -200,9 +213,8 @@ class PopulateManifest(BackfillCommand):
         plan = owner.plan
         if self.dry_run:
             return EnumerateRuns(backfill=owner.key)
-        if plan.batches and owner.key not in _SUMMARY_AT_EXIT:
-            _SUMMARY_AT_EXIT.add(owner.key)
-            atexit.register(self._summarise_unfinished, owner)
+        if plan.batches and owner.key not in EXIT_SUMMARIES:
+            EXIT_SUMMARIES[owner.key] = lambda: self._summarise_unfinished(owner)
             owner.launcher.prepare()  # once, before parallel batches could each create an EMR cluster
         return batch_tasks(owner, ImportBatch if self.method == "import" else RunBatch)
 

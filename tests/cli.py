@@ -21,6 +21,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 import boto3
 from luigi.retcodes import run_with_retcodes
 
+import pipeline
 from bench.archive import ArchiveTruth, generate_archive, run_ids
 from bench.servers import free_port
 
@@ -97,9 +98,8 @@ def run_in_process(command: List[str]) -> subprocess.CompletedProcess:
         code = exited.code or 0
     finally:
         root.removeHandler(collect)
-        for one_line_errors in logging.getLogger("luigi-interface").filters:  # repeated at exit by the command
-            if isinstance(getattr(one_line_errors, "messages", None), list):
-                one_line_errors.messages.clear()
+        collect.lines += [f"ERROR: {message}" for message in pipeline.ONE_LINE_ERRORS.messages]  # as at exit
+        pipeline.ONE_LINE_ERRORS.messages.clear()
     return subprocess.CompletedProcess(command, code, out.getvalue(), "\n".join(collect.lines))
 
 

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import pipeline
 from bench import servers
+from pipeline import tasks
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_IGLU = ROOT.parent / "shared" / "iglu"
@@ -79,6 +81,15 @@ def iglu_http():
     thread.start()
     yield f"http://127.0.0.1:{server.server_address[1]}"
     server.shutdown()
+
+
+@pytest.fixture(autouse=True)
+def nothing_at_exit():
+    """A backfill run in-process whose batch failed would write its summary as pytest exits, to a moto server that
+    is gone by then: each test's own end is its process's end."""
+    yield
+    tasks.EXIT_SUMMARIES.clear()
+    pipeline.ONE_LINE_ERRORS.messages.clear()  # and the command's last lines, repeated at exit
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ estimates the cluster the file describes, and a file the backfill cannot use exi
 call."""
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from pathlib import Path
@@ -53,11 +52,6 @@ def no_aws(monkeypatch):
     """Every AWS endpoint is a closed port: an AWS call would fail with a connection error, not our message."""
     monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")
     monkeypatch.setenv("AWS_MAX_ATTEMPTS", "1")
-    # The command repeats its errors as its last lines when its process exits; here that process is pytest's.
-    importlib.import_module("pipeline")  # what `--module pipeline` imports: it sets that up
-    for one_line_errors in logging.getLogger("luigi-interface").filters:
-        if isinstance(getattr(one_line_errors, "messages", None), list):
-            monkeypatch.setattr(one_line_errors, "messages", [])
 
 
 @pytest.mark.parametrize("args, message", [
