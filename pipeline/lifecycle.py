@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
@@ -192,4 +193,8 @@ def run_batch(ctx: Context, launcher: Launcher, batch: Batch, mode, budget: floa
         reports = store.reports(batch.id)
         spec = build_spec(ctx, mode.name, batch.id, todo, reports.uri, **mode.spec_options(ctx, budget))
         outcome = run_job(ctx, launcher, spec, store.batch_spec(batch.id), status)
-        return settle(store, mode, batch.id, todo, outcome, read_reports(store, reports, todo), status)
+        started = time.monotonic()
+        try:
+            return settle(store, mode, batch.id, todo, outcome, read_reports(store, reports, todo), status)
+        finally:
+            log.info("batch %s: reports read and runs %s in %.2f s", batch.id, mode.done, time.monotonic() - started)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
@@ -55,6 +56,7 @@ def check_archive(ctx: Context, s3) -> None:
 def make_plan(ctx: Context, dynamodb=None, s3=None) -> Plan:
     """The table (checked or created), the budget, the runs to do from one listing, and their batches."""
     p = ctx.params
+    started = time.monotonic()
     s3 = s3 or (storage.s3_client() if ctx.archive.is_s3 else None)
     check_archive(ctx, s3)
     dynamodb = dynamodb or ctx.config.boto3_session().client("dynamodb")
@@ -87,5 +89,5 @@ def make_plan(ctx: Context, dynamodb=None, s3=None) -> Plan:
         plan.batches = [Batch(tuple(todo), sum(events.values()), ident)]
     else:
         plan.batches = batches.by_work(todo, events, plan.batch_budget, p.batch_minutes, p.batch_size)
-    log.info("%s", plan.outcome())
+    log.info("%s (planned in %.2f s)", plan.outcome(), time.monotonic() - started)
     return plan
