@@ -23,7 +23,8 @@ from spark import storage
 from spark.spec import BatchSpec
 
 from . import leases, local, summary
-from .emr import EmrRunner, EmrSettings, session_for
+from .emr import EmrRunner, session_for
+from .emr_settings import EmrSettings
 from .emretlrunner import merge_settings, read_emretlrunner_config
 from .errors import PipelineError
 from .estimate import Prices

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.emr import EmrSettings
+from pipeline.emr_settings import EmrSettings
 from pipeline.emretlrunner import merge_settings, read_emretlrunner_config
 from pipeline.errors import PipelineError
 
