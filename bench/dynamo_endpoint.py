@@ -24,7 +24,7 @@ import threading
 import time
 import urllib.request
 import zlib
-from typing import Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
 from bench.proxy import ProxyHandler, ProxyServer
 
@@ -61,12 +61,17 @@ def write_units(item: Optional[dict]) -> int:
 
 
 class Capacity:
-    """The table's write capacity and the counters the benchmarks read; every method holds the lock."""
+    """The table's write capacity and the counters the benchmarks read; every method holds the lock.
+
+    `clock` (seconds, monotonic) drives the bucket's refill and the per-second counts; tests pass a fake one so
+    that a busy machine cannot refill the bucket between two requests.
+    """
 
     def __init__(self, wcu: float, latency_ms: float = 0.0, throttle_fraction: float = 0.0,
                  read_throttle_fraction: float = 0.0, fault_fraction: float = 0.0, burst_seconds: float = 1.0,
-                 seed: Optional[int] = None):
+                 seed: Optional[int] = None, clock: Callable[[], float] = time.monotonic):
         self.lock = threading.Lock()
+        self.clock = clock
         self.rng = random.Random(seed)
         self.configure(wcu=wcu, latency_ms=latency_ms, throttle_fraction=throttle_fraction,
                        read_throttle_fraction=read_throttle_fraction, fault_fraction=fault_fraction,
@@ -83,7 +88,7 @@ class Capacity:
 
     def reset(self) -> None:
         with self.lock:
-            self.started = time.monotonic()
+            self.started = self.clock()
             self.tokens = self.wcu * self.burst_seconds
             self.updated = self.started
             self.consumed = 0
@@ -111,7 +116,7 @@ class Capacity:
     def admit(self, units: List[int]) -> List[bool]:
         """Which of these writes fit the capacity now; their units are consumed."""
         with self.lock:
-            now = time.monotonic()
+            now = self.clock()
             self.tokens = min(self.wcu * self.burst_seconds, self.tokens + (now - self.updated) * self.wcu)
             self.updated = now
             granted = []
@@ -155,12 +160,13 @@ class Capacity:
 
     def stats(self) -> dict:
         with self.lock:
-            seconds = int(time.monotonic() - self.started) + 1
+            now = self.clock()
+            seconds = int(now - self.started) + 1
             active = (self.last_write - self.first_write) if self.first_write is not None else 0.0
             first = int(self.first_write - self.started) if self.first_write is not None else seconds
             return {
                 "settings": {name: getattr(self, name) for name in SETTINGS},
-                "elapsed_seconds": time.monotonic() - self.started,
+                "elapsed_seconds": now - self.started,
                 "active_seconds": active,  # first to last accepted write
                 "consumed_wcu": self.consumed,
                 "accepted_items": self.accepted_items,
@@ -304,10 +310,11 @@ class StandInServer(ProxyServer):
 
 def start_endpoint(upstream_url: str, wcu: float, latency_ms: float = 0.0, throttle_fraction: float = 0.0,
                    fault_fraction: float = 0.0, seed: Optional[int] = None, port: int = 0,
-                   read_throttle_fraction: float = 0.0, burst_seconds: float = 1.0) -> Tuple[StandInServer, str]:
+                   read_throttle_fraction: float = 0.0, burst_seconds: float = 1.0,
+                   clock: Callable[[], float] = time.monotonic) -> Tuple[StandInServer, str]:
     """Serve the stand-in on 127.0.0.1 from a daemon thread; returns the server and its URL."""
     capacity = Capacity(wcu, latency_ms, throttle_fraction, read_throttle_fraction, fault_fraction, burst_seconds,
-                        seed)
+                        seed, clock)
     server = StandInServer(("127.0.0.1", port), upstream_url, capacity)
     threading.Thread(target=server.serve_forever, name="dynamo-stand-in", daemon=True).start()
     return server, f"http://127.0.0.1:{server.server_address[1]}"

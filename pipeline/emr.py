@@ -6,24 +6,31 @@ Idle auto-termination is always set, so a crashed pipeline cannot leave a cluste
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
-import re
-import shlex
 import tempfile
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Callable, Dict, List, Optional, Tuple
 
+import boto3
 from botocore.config import Config
-from botocore.exceptions import ClientError
+from botocore.exceptions import ClientError, ProfileNotFound
 
 from spark.spec import BatchSpec
 from spark.storage import Location, LocationError, delete, parse_location, read_bytes, s3_client, write_bytes
 
 from . import jobcode
+from .emr_requests import (
+    BACKFILL_TAG,
+    cluster_name,
+    cluster_request,
+    console_url,
+    failure_detail,
+    one_line,
+    step_request,
+)
+from .emr_settings import EmrSettings, bad_setting
 from .errors import PipelineError
 from .runners import BatchOutcome, Progress
 
@@ -32,11 +39,6 @@ log = logging.getLogger("manifest.emr")
 ALIVE_CLUSTER_STATES = ("STARTING", "BOOTSTRAPPING", "RUNNING", "WAITING")
 ACTIVE_STEP_STATES = ("PENDING", "RUNNING", "CANCEL_PENDING")
 FAILED_STEP_STATES = ("FAILED", "CANCELLED", "INTERRUPTED")
-STEP_ARGS_LIMIT = 10240  # EMR's cap on the total length of a step's arguments
-BACKFILL_TAG = "manifest-populator:backfill"
-IDLE_TIMEOUT_RANGE = (60, 604800)  # what EMR accepts for AutoTerminationPolicy.IdleTimeout
-_RELEASE = re.compile(r"^emr-7\.\d+\.\d+$")
-_CLUSTER_ID = re.compile(r"^j-[A-Z0-9]{1,64}$")
 _INSTALL_SCRIPT = b"""#!/bin/bash
 # Installs the Python packages the manifest populator's job needs and EMR lacks, on every node.
 set -euo pipefail
@@ -44,254 +46,12 @@ sudo python3 -m pip install --quiet "$@"
 """
 
 
-def _bad(key: str, problem: str) -> PipelineError:
-    return PipelineError(f"[emr] {key}: {problem}")
-
-
-def _s3_uri(key: str, value: Optional[str]) -> Optional[str]:
-    if value is None:
-        return None
-    try:
-        loc = parse_location(value)
-    except LocationError as e:
-        raise _bad(key, str(e)) from None
-    if not loc.is_s3:
-        raise _bad(key, f"{value!r} must be an s3:// location")
-    return loc.uri
-
-
-def _bootstrap_action(item: Any) -> Dict:
-    """EMR's BootstrapAction shape from an S3 path, {name, path, args} or the API shape itself."""
-    if isinstance(item, str):
-        item = {"path": item}
-    if not isinstance(item, dict):
-        raise _bad("bootstrap_actions", f"{item!r} is neither an s3:// path nor a {{name, path, args}} object")
-    script = item.get("ScriptBootstrapAction") or {}
-    path = item.get("path") or item.get("Path") or script.get("Path")
-    args = item.get("args") or item.get("Args") or script.get("Args") or []
-    if not isinstance(path, str) or not isinstance(args, list):
-        raise _bad("bootstrap_actions", f"{item!r} needs a 'path' (s3://...) and optional 'args' (a list)")
-    path = _s3_uri("bootstrap_actions", path)
-    name = item.get("name") or item.get("Name") or path.rsplit("/", 1)[-1]
-    return {"Name": str(name), "ScriptBootstrapAction": {"Path": path, "Args": [str(a) for a in args]}}
-
-
-def _configurations(value: Any) -> List[Dict]:
-    """EMR Configurations from the API list or EmrEtlRunner's {classification: {property: value}} mapping."""
-    if isinstance(value, dict):
-        value = [{"Classification": c, "Properties": props or {}} for c, props in value.items()]
-    if not isinstance(value, list) or not all(isinstance(c, dict) and c.get("Classification") for c in value):
-        raise _bad("configurations", "expected a list of {Classification, Properties} objects")
-    out = []
-    for c in value:
-        props = c.get("Properties") or {}
-        if not isinstance(props, dict):
-            raise _bad("configurations", f"Properties of {c['Classification']!r} must be an object")
-        item = dict(c, Properties={str(k): str(v).lower() if isinstance(v, bool) else str(v) for k, v in props.items()})
-        out.append(item)
-    return out
-
-
-@dataclass
-class EmrSettings:
-    """The `[emr]` section of luigi.cfg: the cluster to create, or the existing one to use."""
-
-    release_label: str = "emr-7.5.0"
-    master_instance_type: str = "m5.xlarge"
-    master_instance_count: int = 1
-    core_instance_type: str = "m5.xlarge"
-    core_instance_count: int = 2
-    core_market: str = "ON_DEMAND"
-    core_bid_price: Optional[str] = None  # USD; only with core_market SPOT (none = capped at the on-demand price)
-    service_role: str = "EMR_DefaultRole"
-    job_flow_role: str = "EMR_EC2_DefaultRole"
-    subnet_id: Optional[str] = None
-    availability_zone: Optional[str] = None  # only without subnet_id (EC2-Classic style placement)
-    key_name: Optional[str] = None
-    security_configuration: Optional[str] = None
-    tags: Dict[str, str] = field(default_factory=dict)
-    bootstrap_actions: List[Dict] = field(default_factory=list)
-    configurations: List[Dict] = field(default_factory=list)
-    python_packages: List[str] = field(default_factory=list)  # pip-installed on every node by a bootstrap action
-    idle_timeout_seconds: int = 3600
-    step_concurrency: int = 1
-    poll_seconds: float = 60.0  # longest wait between two looks at a running step (the first is within 5 s)
-    cluster_id: Optional[str] = None  # an existing cluster to run on; it is never created nor terminated by us
-    log_uri: Optional[str] = None  # default: <staging>/emr-logs/
-    job_code_uri: Optional[str] = None  # default: <staging>/job-code/
-    region: Optional[str] = None  # default: the session's region
-    profile: Optional[str] = None
-    spark_submit_args: List[str] = field(default_factory=list)
-
-    def __post_init__(self):
-        if not _RELEASE.match(self.release_label or ""):
-            raise _bad("release_label", f"{self.release_label!r} is not an EMR 7 release label like emr-7.5.0 "
-                                        "(the job needs the Spark 3.5 line)")
-        lo, hi = IDLE_TIMEOUT_RANGE
-        if not lo <= self.idle_timeout_seconds <= hi:
-            raise _bad("idle_timeout_seconds", f"{self.idle_timeout_seconds} is outside {lo}..{hi} seconds")
-        if self.master_instance_count not in (1, 3):
-            raise _bad("master_instance_count", f"{self.master_instance_count} must be 1 or 3")
-        if self.core_instance_count < 0:
-            raise _bad("core_instance_count", f"{self.core_instance_count} must not be negative")
-        if not 1 <= self.step_concurrency <= 256:
-            raise _bad("step_concurrency", f"{self.step_concurrency} is outside 1..256")
-        if not 0.5 <= self.poll_seconds <= 600:
-            raise _bad("poll_seconds", f"{self.poll_seconds} is outside 0.5..600 seconds")
-        self.core_market = (self.core_market or "ON_DEMAND").upper()
-        if self.core_bid_price is not None:
-            try:
-                float(self.core_bid_price)
-            except ValueError:
-                raise _bad("core_bid_price", f"{self.core_bid_price!r} is not a price in USD") from None
-            self.core_bid_price, self.core_market = str(self.core_bid_price), "SPOT"
-        if self.core_market not in ("ON_DEMAND", "SPOT"):
-            raise _bad("core_market", f"{self.core_market!r} must be ON_DEMAND or SPOT")
-        if self.cluster_id is not None and not _CLUSTER_ID.match(self.cluster_id):
-            raise _bad("cluster_id", f"{self.cluster_id!r} is not a cluster id like j-2AXXXXXXGAPLF")
-        self.log_uri = _s3_uri("log_uri", self.log_uri)
-        self.log_uri = self.log_uri + "/" if self.log_uri else None  # EMR writes <log_uri>/<cluster id>/...
-        self.job_code_uri = _s3_uri("job_code_uri", self.job_code_uri)
-        self.tags = {str(k): str(v) for k, v in self.tags.items()}
-        self.bootstrap_actions = [_bootstrap_action(b) for b in self.bootstrap_actions]
-        self.configurations = _configurations(self.configurations)
-        self.python_packages = [str(p) for p in self.python_packages]
-        self.spark_submit_args = [str(a) for a in self.spark_submit_args]
-
-    @classmethod
-    def from_mapping(cls, values: Dict[str, Any]) -> EmrSettings:
-        """From luigi.cfg's string values (lists and objects as JSON) or already-parsed values; empty = default."""
-        kinds = {f.name: f for f in dataclasses.fields(cls)}
-        parsed: Dict[str, Any] = {}
-        for key, value in values.items():
-            if key not in kinds:
-                raise _bad(key, f"unknown setting (known: {', '.join(sorted(kinds))})")
-            if value is None or (isinstance(value, str) and not value.strip()):
-                continue
-            parsed[key] = _parse_value(key, kinds[key], value)
-        return cls(**parsed)
-
-
-def _parse_value(key: str, spec: dataclasses.Field, value: Any) -> Any:
-    kind = str(spec.type)
-    if kind == "int":
-        if isinstance(value, bool):
-            raise _bad(key, f"{value!r} is not a whole number")
-        try:
-            return int(str(value).strip())
-        except ValueError:
-            raise _bad(key, f"{value!r} is not a whole number") from None
-    if kind == "float":
-        try:
-            number = float(str(value).strip()) if not isinstance(value, bool) else None
-        except ValueError:
-            number = None
-        if number is None or number != number:
-            raise _bad(key, f"{value!r} is not a number")
-        return number
-    if kind.startswith(("List", "Dict")):
-        want = list if kind.startswith("List") else dict
-        if isinstance(value, str):
-            text = value.strip()
-            if want is list and key == "spark_submit_args" and not text.startswith("["):
-                return shlex.split(text)
-            try:
-                value = json.loads(text)
-            except ValueError as e:
-                raise _bad(key, f"not valid JSON ({e.msg} at column {e.colno})") from None
-        if key == "configurations" and isinstance(value, dict):
-            return value
-        if not isinstance(value, want):
-            raise _bad(key, f"expected a JSON {'list' if want is list else 'object'}, got {type(value).__name__}")
-        return value
-    return str(value).strip()
-
-
-def session_for(settings: EmrSettings):
+def session_for(settings: EmrSettings) -> boto3.session.Session:
     """A boto3 session for the configured profile and region (the original populator's --profile)."""
-    import boto3
-    from botocore.exceptions import ProfileNotFound
-
     try:
         return boto3.session.Session(profile_name=settings.profile, region_name=settings.region)
     except ProfileNotFound:
-        raise _bad("profile", f"AWS profile {settings.profile!r} is not configured") from None
-
-
-def cluster_name(backfill_id: str) -> str:
-    return f"manifest-populator {backfill_id}"
-
-
-def step_name(batch_id: str) -> str:
-    return f"manifest-populator {batch_id}"
-
-
-def console_url(region: str, cluster_id: str) -> str:
-    """The cluster's page in the EMR console, whose Steps tab lists the step (steps have no page of their own)."""
-    return f"https://{region}.console.aws.amazon.com/emr/home?region={region}#/clusterDetails/{cluster_id}"
-
-
-def cluster_request(settings: EmrSettings, name: str, backfill_id: str, log_uri: str,
-                    extra_bootstrap: Optional[List[Dict]] = None) -> Dict:
-    """RunJobFlow's arguments: kept alive between batches, but always with an idle timeout."""
-    groups = [{"Name": "master", "InstanceRole": "MASTER", "Market": "ON_DEMAND",
-               "InstanceType": settings.master_instance_type, "InstanceCount": settings.master_instance_count}]
-    if settings.core_instance_count:
-        core = {"Name": "core", "InstanceRole": "CORE", "Market": settings.core_market,
-                "InstanceType": settings.core_instance_type, "InstanceCount": settings.core_instance_count}
-        if settings.core_market == "SPOT" and settings.core_bid_price:
-            core["BidPrice"] = settings.core_bid_price
-        groups.append(core)
-    instances: Dict[str, Any] = {"InstanceGroups": groups, "KeepJobFlowAliveWhenNoSteps": True,
-                                 "TerminationProtected": False}
-    if settings.subnet_id:
-        instances["Ec2SubnetId"] = settings.subnet_id
-    elif settings.availability_zone:
-        instances["Placement"] = {"AvailabilityZone": settings.availability_zone}
-    if settings.key_name:
-        instances["Ec2KeyName"] = settings.key_name
-    tags = dict(settings.tags, **{BACKFILL_TAG: backfill_id})
-    request = {
-        "Name": name,
-        "LogUri": log_uri,
-        "ReleaseLabel": settings.release_label,
-        "Applications": [{"Name": "Spark"}],
-        "Instances": instances,
-        "BootstrapActions": list(settings.bootstrap_actions) + list(extra_bootstrap or []),
-        "ServiceRole": settings.service_role,
-        "JobFlowRole": settings.job_flow_role,
-        "VisibleToAllUsers": True,
-        "AutoTerminationPolicy": {"IdleTimeout": settings.idle_timeout_seconds},
-        "StepConcurrencyLevel": settings.step_concurrency,
-        "Tags": [{"Key": k, "Value": tags[k]} for k in sorted(tags)],
-    }
-    if settings.configurations:
-        request["Configurations"] = settings.configurations
-    if settings.security_configuration:
-        request["SecurityConfiguration"] = settings.security_configuration
-    return request
-
-
-def step_request(batch_id: str, args: List[str]) -> Dict:
-    size = sum(len(a) for a in args)
-    if size >= STEP_ARGS_LIMIT:
-        raise PipelineError(f"the EMR step of batch {batch_id} would have {size} characters of arguments, over "
-                            f"EMR's {STEP_ARGS_LIMIT}: shorten [emr] spark_submit_args or the staging location")
-    return {"Name": step_name(batch_id), "ActionOnFailure": "CONTINUE",
-            "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args}}
-
-
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
-def failure_detail(step_id: str, status: Dict, log_location: str) -> str:
-    """One line from a finished step's status: FailureDetails and where its logs are."""
-    details = status.get("FailureDetails") or {}
-    why = ": ".join(p for p in (details.get("Reason"), details.get("Message")) if p)
-    why = why or (status.get("StateChangeReason") or {}).get("Message") or "no failure details"
-    logs = details.get("LogFile") or log_location
-    return _one_line(f"step {step_id} {status.get('State')}: {why} (logs: {logs})")
+        raise bad_setting("profile", f"AWS profile {settings.profile!r} is not configured") from None
 
 
 def _elapsed(since: Optional[datetime]) -> str:
@@ -314,7 +74,7 @@ class EmrRunner:
         self.settings, self.backfill_id, self.staging = settings, backfill_id, staging
         self.region = settings.region or session.region_name
         if not self.region:
-            raise _bad("region", "no AWS region: set [emr] region or AWS_DEFAULT_REGION")
+            raise bad_setting("region", "no AWS region: set [emr] region or AWS_DEFAULT_REGION")
         retries = Config(retries={"max_attempts": 10, "mode": "standard"})
         self.emr = session.client("emr", region_name=self.region, config=retries)
         self.s3 = s3_client(session)
@@ -404,7 +164,7 @@ class EmrRunner:
             return self.emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
         except ClientError as e:
             raise PipelineError(f"EMR cluster {cluster_id} cannot be described in {self.region}: "
-                                f"{_one_line(e.response.get('Error', {}).get('Message', e))}") from None
+                                f"{one_line(e.response.get('Error', {}).get('Message', e))}") from None
 
     def find_backfill_cluster(self) -> Optional[str]:
         """The alive cluster created for this backfill (same name and backfill tag), if any."""
@@ -427,8 +187,8 @@ class EmrRunner:
         if configured:
             state = self._state(configured)["Status"]["State"]
             if state not in ALIVE_CLUSTER_STATES:
-                raise _bad("cluster_id", f"cluster {configured} is {state}; name a running cluster or leave it "
-                                         "empty to create one")
+                raise bad_setting("cluster_id", f"cluster {configured} is {state}; name a running cluster or "
+                                                "leave it empty to create one")
             self.cluster_id = configured
             return configured
         found = self.find_backfill_cluster()
@@ -550,7 +310,7 @@ class EmrRunner:
                 cluster = self._state(cluster_id)["Status"]
                 if cluster["State"].startswith("TERMINAT"):
                     reason = (cluster.get("StateChangeReason") or {}).get("Message") or "no reason given"
-                    detail += _one_line(f"; cluster {cluster_id} {cluster['State']}: {reason}")
+                    detail += one_line(f"; cluster {cluster_id} {cluster['State']}: {reason}")
                 return BatchOutcome(ok=False, detail=detail, job_id=step_id)
             self.sleep(delay)
             delay = min(delay * 2, longest)

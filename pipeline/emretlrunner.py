@@ -20,7 +20,7 @@ import yaml
 
 from spark.storage import LocationError, parse_location
 
-from .emr import EmrSettings
+from .emr_settings import EmrSettings
 from .errors import PipelineError
 
 log = logging.getLogger("manifest.emretlrunner")

@@ -23,6 +23,7 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from .emr_settings import EmrSettings
 from .errors import PipelineError
 
 AVG_LINE_BYTES = 1300
@@ -166,9 +167,8 @@ class InstanceGroup:
 
 
 def emr_groups(settings: Mapping[str, Any]) -> List[InstanceGroup]:
-    """The cluster's instance groups from [emr] settings (missing keys take EmrSettings' defaults)."""
-    from .emr import EmrSettings  # the same validation and defaults as the cluster that will be created
-
+    """The cluster's instance groups from [emr] settings (missing keys take the defaults and validation of the
+    EmrSettings the runner creates the cluster from)."""
     keys = ("master_instance_type", "master_instance_count", "core_instance_type", "core_instance_count",
             "core_market", "core_bid_price")
     s = EmrSettings.from_mapping({k: settings[k] for k in keys if k in settings})

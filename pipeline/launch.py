@@ -15,7 +15,8 @@ from spark.storage import Location, parse_location
 
 from . import local
 from .context import Context
-from .emr import EmrRunner, EmrSettings, session_for
+from .emr import EmrRunner, session_for
+from .emr_settings import EmrSettings
 from .markers import MarkerStore
 from .runners import BatchOutcome, Progress, Status
 

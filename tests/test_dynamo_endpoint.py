@@ -27,6 +27,19 @@ def item(i: int, size: int = 0) -> dict:
     return out
 
 
+class FakeClock:
+    """The stand-in's clock: time passes only when a test advances it, however busy the machine is."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
 @pytest.fixture
 def standin(moto_reset):
     """start(wcu, **options) -> (client without retries, stand-in url); a table exists upstream."""
@@ -63,7 +76,7 @@ def test_write_units_count_started_kilobytes():
 
 
 def test_single_writes_over_capacity_get_400_provisioned_throughput_exceeded(standin):
-    client, url = standin(3, burst_seconds=1.0)
+    client, url = standin(3, burst_seconds=1.0, clock=FakeClock())
     outcomes = []
     for i in range(8):
         try:
@@ -71,11 +84,11 @@ def test_single_writes_over_capacity_get_400_provisioned_throughput_exceeded(sta
             outcomes.append("ok")
         except ClientError as e:
             outcomes.append((e.response["Error"]["Code"], e.response["ResponseMetadata"]["HTTPStatusCode"]))
-    assert outcomes[:3] == ["ok"] * 3  # the saved-up second of capacity
-    assert outcomes.count(("ProvisionedThroughputExceededException", 400)) >= 4
+    # the saved-up second of capacity, then nothing until the clock moves
+    assert outcomes == ["ok"] * 3 + [("ProvisionedThroughputExceededException", 400)] * 5
     stats = fetch_stats(url)
-    assert stats["consumed_wcu"] == outcomes.count("ok") == len(upstream_keys())
-    assert stats["throttled_requests"] == 8 - outcomes.count("ok")
+    assert stats["consumed_wcu"] == 3 == len(upstream_keys())
+    assert stats["throttled_requests"] == 5
 
 
 def test_raw_throttle_answer_is_dynamodb_json(standin):
@@ -92,7 +105,7 @@ def test_raw_throttle_answer_is_dynamodb_json(standin):
 
 
 def test_batch_write_returns_what_does_not_fit_as_unprocessed_items(standin):
-    client, url = standin(10, burst_seconds=1.0)
+    client, url = standin(10, burst_seconds=1.0, clock=FakeClock())
     requests = [{"PutRequest": {"Item": item(i)}} for i in range(25)]
     response = client.batch_write_item(RequestItems={TABLE: requests}, ReturnConsumedCapacity="TOTAL")
     left = response["UnprocessedItems"][TABLE]
@@ -111,15 +124,20 @@ def test_batch_write_returns_what_does_not_fit_as_unprocessed_items(standin):
 
 
 def test_capacity_refills_at_the_wcu_rate_up_to_the_burst(standin):
-    client, url = standin(20, burst_seconds=0.5)
+    clock = FakeClock()
+    client, url = standin(20, burst_seconds=0.5, clock=clock)
     requests = [{"PutRequest": {"Item": item(i)}} for i in range(25)]
-    time.sleep(0.2)  # a full bucket saves no more
+    clock.advance(0.25)  # a full bucket saves no more (quarter seconds: exact in binary floating point)
     first = client.batch_write_item(RequestItems={TABLE: requests})["UnprocessedItems"][TABLE]
     assert len(first) == 15  # 0.5 s of 20 WCU/s
-    time.sleep(0.3)
+    clock.advance(0.25)
     second = client.batch_write_item(RequestItems={TABLE: first})["UnprocessedItems"][TABLE]
-    assert 5 <= 15 - len(second) <= 10  # ~6 units refilled in 0.3 s, never more than the burst
-    assert len(upstream_keys()) == 25 - len(second)
+    assert len(second) == 10  # 5 units refilled in 0.25 s
+    assert len(upstream_keys()) == 25 - 10
+    clock.advance(60)  # a minute idle saves no more than the burst
+    more = [{"PutRequest": {"Item": item(i)}} for i in range(100, 115)]
+    third = client.batch_write_item(RequestItems={TABLE: more})["UnprocessedItems"][TABLE]
+    assert len(third) == 5
 
 
 def test_conditional_failures_cost_a_write_unit(standin):

@@ -17,8 +17,10 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr.models import emr_backends
 from moto.s3.models import s3_backends
 
-from pipeline import emr as emr_mod
-from pipeline.emr import BACKFILL_TAG, STEP_ARGS_LIMIT, EmrRunner, EmrSettings, cluster_request
+from pipeline import jobcode
+from pipeline.emr import EmrRunner, session_for
+from pipeline.emr_requests import BACKFILL_TAG, STEP_ARGS_LIMIT, cluster_request, step_request
+from pipeline.emr_settings import EmrSettings
 from pipeline.errors import PipelineError
 from spark.spec import BatchSpec
 from spark.storage import parse_location
@@ -102,60 +104,6 @@ def complete_on_first_sleep(cluster_id_of):
         step = emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters[cid].steps[-1]
         step.state = "COMPLETED"
     return hook
-
-
-# -- settings ---------------------------------------------------------------------------------------------------
-
-def test_settings_from_luigi_cfg_strings():
-    s = EmrSettings.from_mapping({
-        "release_label": "emr-7.2.0", "core_instance_count": "4", "idle_timeout_seconds": "900",
-        "tags": '{"team": "data", "env": "prod"}', "bootstrap_actions": '["s3://acme-ops/bootstrap/tune.sh"]',
-        "spark_submit_args": "--conf spark.executor.memory=6g", "step_concurrency": "2", "cluster_id": "",
-        "log_uri": "s3a://acme-logs/emr/", "core_bid_price": "0.12", "python_packages": '["ujson==5.10.0"]',
-        "poll_seconds": "20",
-    })
-    assert (s.release_label, s.core_instance_count, s.idle_timeout_seconds, s.step_concurrency) == \
-        ("emr-7.2.0", 4, 900, 2)
-    assert s.tags == {"team": "data", "env": "prod"}
-    assert s.bootstrap_actions == [{"Name": "tune.sh", "ScriptBootstrapAction": {
-        "Path": "s3://acme-ops/bootstrap/tune.sh", "Args": []}}]
-    assert s.spark_submit_args == ["--conf", "spark.executor.memory=6g"]
-    assert s.cluster_id is None and s.log_uri == "s3://acme-logs/emr/"
-    assert (s.core_market, s.core_bid_price) == ("SPOT", "0.12")
-    assert s.python_packages == ["ujson==5.10.0"]
-    assert s.poll_seconds == 20.0 and EmrSettings().poll_seconds == 60.0
-
-
-def test_idle_timeout_is_always_set():
-    assert EmrSettings().idle_timeout_seconds == 3600
-    assert EmrSettings.from_mapping({"idle_timeout_seconds": "  "}).idle_timeout_seconds == 3600
-    request = cluster_request(EmrSettings(), "n", "bf", "s3://b/logs/")
-    assert request["AutoTerminationPolicy"] == {"IdleTimeout": 3600}
-
-
-@pytest.mark.parametrize("key,value", [
-    ("idle_timeout_seconds", "30"),
-    ("idle_timeout_seconds", "an hour"),
-    ("release_label", "emr-6.15.0"),
-    ("tags", "{team: data"),
-    ("tags", '["not", "a", "map"]'),
-    ("cluster_id", "my-cluster"),
-    ("log_uri", "/var/log/emr"),
-    ("core_market", "CHEAP"),
-    ("core_instance_count", "-1"),
-    ("master_instance_count", "2"),
-    ("bootstrap_actions", '["/home/me/script.sh"]'),
-    ("step_concurrency", "0"),
-    ("poll_seconds", "0"),
-    ("poll_seconds", "a minute"),
-    ("poll_seconds", "nan"),
-    ("no_such_setting", "1"),
-])
-def test_bad_settings_fail_in_one_line(key, value):
-    with pytest.raises(PipelineError) as err:
-        EmrSettings.from_mapping({key: value})
-    message = str(err.value)
-    assert "\n" not in message and message.startswith(f"[emr] {key}:")
 
 
 # -- cluster ----------------------------------------------------------------------------------------------------
@@ -312,7 +260,7 @@ def test_step_arguments_over_the_limit_are_refused(aws):
 
 def test_unknown_profile_fails_in_one_line():
     with pytest.raises(PipelineError, match=r"^\[emr\] profile: AWS profile 'no-such-profile' is not configured$"):
-        emr_mod.session_for(EmrSettings(profile="no-such-profile"))
+        session_for(EmrSettings(profile="no-such-profile"))
 
 
 def test_staging_and_spec_must_be_in_s3(aws, tmp_path):
@@ -326,8 +274,8 @@ def submitted_step(aws, run, batch_id="b-0001"):
     """Submit a batch's step the way a previous (interrupted) run did, without waiting for it."""
     cluster_id = run.ensure_cluster()
     zip_uri, entry_uri = run.stage_job_code()
-    args = emr_mod.jobcode.emr_step_args(zip_uri, entry_uri, write_spec(aws, batch_id), [])
-    step_id = aws.emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[emr_mod.step_request(batch_id, args)])
+    args = jobcode.emr_step_args(zip_uri, entry_uri, write_spec(aws, batch_id), [])
+    step_id = aws.emr.add_job_flow_steps(JobFlowId=cluster_id, Steps=[step_request(batch_id, args)])
     return cluster_id, step_id["StepIds"][0]
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import estimate
-from pipeline.emr import EmrSettings
+from pipeline.emr_settings import EmrSettings
 from pipeline.emretlrunner import backfill_archive, cluster_settings, merge_settings, read_emretlrunner_config
 from pipeline.errors import PipelineError
 

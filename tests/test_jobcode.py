@@ -12,7 +12,8 @@ import pytest
 from moto import mock_aws
 
 from pipeline import jobcode
-from pipeline.emr import EmrRunner, EmrSettings
+from pipeline.emr import EmrRunner
+from pipeline.emr_settings import EmrSettings
 from spark.spec import BatchSpec
 from spark.storage import parse_location
 
