@@ -23,6 +23,7 @@ from tests.cli import (
     make_archive,
     ops_objects,
     populate_command,
+    run_in_process,
     run_luigi,
     storage_config,
     table_items,
@@ -40,8 +41,10 @@ def world(moto_endpoint, tmp_path_factory):
     storage = storage_config(tmp / "dynamodb.json", TABLE)
     env = luigi_env(moto_endpoint)
 
-    def luigi(task, *args):
-        return run_luigi(populate_command(ARCHIVE, storage, MARKERS, *args, task=task), tmp, env)
+    def luigi(task, *args, process: bool = True):
+        """The command; in this process where no job runs (its exit code and lines are the same)."""
+        command = populate_command(ARCHIVE, storage, MARKERS, *args, task=task)
+        return run_luigi(command, tmp, env) if process else run_in_process(command)
 
     first = luigi("PopulateManifest", "--create-table", "--batch-size", "3", "--max-write-capacity", "500")
     assert first.returncode == 0, first.stderr[-3000:]
@@ -81,7 +84,7 @@ def unique_keys(truth, run: str, others) -> set:
 def test_bad_input_is_one_line_and_nothing_written(world, task, args, message):
     runs, _, populated, luigi, _ = world
     before = ops_objects()
-    proc = luigi(task, *[a.format(*runs) for a in args])
+    proc = luigi(task, *[a.format(*runs) for a in args], process=False)
     assert proc.returncode == SCHEDULING_ERROR, proc.stderr[-2000:]
     assert last_error(proc).startswith("ERROR: ") and message.format(*runs) in last_error(proc), last_error(proc)
     assert "Traceback" not in proc.stderr and "spark:" not in proc.stderr
@@ -159,7 +162,7 @@ def test_clean_undoes_one_run_and_populate_writes_it_again(world):
     assert (counts["deleted"], counts["kept_older"], counts["not_present"]) == (len(own), len(shared), 0)
     assert f"run={target}: {len(own)} deleted, 0 not present, {len(shared)} kept (older etlTime)" in cleaned.stdout
 
-    again = luigi("CleanManifest", "--runs", target)  # resume: a cleaned run is not cleaned twice
+    again = luigi("CleanManifest", "--runs", target, process=False)  # resume: a cleaned run is not cleaned twice
     assert again.returncode == 0, again.stderr[-3000:]
     assert "0 runs cleaned now, 1 already clean" in again.stdout and "spark:" not in again.stderr
     assert table_items(TABLE) == items
