@@ -33,4 +33,4 @@ bench: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m bench.run
 
 clean:
-	rm -rf $(VENV) .demo .bench .manifest-markers
+	rm -rf $(VENV) .demo .bench .bench-e2e .manifest-markers
