@@ -173,7 +173,7 @@ def wcu_table(results: List[SizeResult]) -> str:
         p = r.passes
         fresh = wcu_per_item(p["default"], r.unique)
         reruns = p["re-run"].wcu + p["one batch, markers lost"].wcu
-        spread = (f"{r.cross_copies:,} ({r.cross_other_batch / r.cross_copies:.0%} in a later batch)"
+        spread = (f"{r.cross_copies:,} ({r.cross_other_batch / r.cross_copies:.0%} in another batch)"
                   if r.cross_copies and r.cross_other_batch is not None else f"{r.cross_copies:,}")
         right = all(p[n].items == r.unique for n in PASSES)
         rows.append([r.size.label, f"{r.unique:,}", spread, f"{fresh:.3f}",

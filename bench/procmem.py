@@ -7,7 +7,8 @@ Spark JVM started by spark-submit (the driver and, in local mode, the executors'
 spark-submit scripts, the short launcher JVM that builds the command line) is "other". The peak of each role is the
 largest sum seen in one sample; the tree's peak is the largest total of one sample, so roles that peak at different
 moments are not added up. Forked workers share pages with their daemon until written, so their RSS overstates a
-little what they add; processes living less than one interval may be missed.
+little what they add; a child the JVM has forked but not yet exec'd (a worker starting) is the JVM's own pages and
+is left out. Processes living less than one interval may be missed.
 """
 from __future__ import annotations
 
@@ -109,6 +110,10 @@ def sample(root: int, table: Table, rss_of: Callable[[int], int] = rss) -> Tuple
     by_role = dict.fromkeys(ROLES, 0)
     jvms = set()
     for pid in descendants(root, table):
+        ppid, cmdline = table.get(pid, (0, []))
+        if pid != root and cmdline and cmdline == table.get(ppid, (0, None))[1] and \
+                role(ppid, root, table) == "spark JVM":
+            continue  # the JVM forking a worker, caught before its exec: the JVM's own pages, counted once
         name = role(pid, root, table)
         by_role[name] += rss_of(pid)
         if name == "spark JVM":

@@ -81,6 +81,7 @@ def test_roles_of_a_spark_tree_and_peaks_by_sample():
         15: (14, ["/venv/bin/python3", "-m", "pyspark.daemon"]),
         16: (1, ["/venv/bin/python3", "-m", "pyspark.daemon"]),  # not ours
     }
+    table[17] = (12, table[12][1])  # the JVM forking a worker, seen before its exec: not a second JVM
     by_role, jvms = procmem.sample(10, table, rss_of=lambda pid: pid * MB)
     assert by_role == {"luigi": 10 * MB, "spark JVM": 12 * MB, "python driver": 13 * MB,
                        "python workers": 29 * MB, "other": 11 * MB}
