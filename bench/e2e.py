@@ -93,13 +93,13 @@ def aws_env(moto_url: str) -> Dict[str, str]:
 def command_env(services: Services) -> Dict[str, str]:
     env = dict(os.environ, **aws_env(services.moto_url), AWS_ENDPOINT_URL_S3=services.s3_url,
                AWS_ENDPOINT_URL_DYNAMODB=services.ddb_url, LUIGI_CONFIG_PATH=str(ROOT / "luigi.cfg"),
-               PYTHONUNBUFFERED="1", PATH=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+               PYTHONUNBUFFERED="1", PATH=search_path())
     env.pop("AWS_PROFILE", None)
     return env
 
 
 def luigi_command(storage: str, resolver: str, markers: str, budget: float, extra: Sequence[str]) -> List[str]:
-    luigi = shutil.which("luigi", path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
+    luigi = shutil.which("luigi", path=search_path())
     command = [luigi or "luigi", "--module", "pipeline", "PopulateManifest", "--local-scheduler",
                "--enriched-archive", ARCHIVE, "--storage-config", storage, "--resolver", resolver,
                "--markers", markers, "--create-table", "--spark-master", "local[2]"]
@@ -131,6 +131,19 @@ def batches_from_markers(s3, markers: str, table: str) -> Dict[str, str]:
     return out
 
 
+def planning_seconds(requests: list, peaks: procmem.Peaks, started: float) -> Optional[float]:
+    """To the first lease request (the first batch begins), else to the first Spark JVM seen; None without either."""
+    seconds = s3_requests.planning_seconds(requests, started)
+    if seconds is None and peaks.first_jvm_at is not None:
+        seconds = peaks.first_jvm_at - started
+    return seconds
+
+
+def search_path() -> str:
+    """PATH with this interpreter's folder first, where pip put the `luigi` command."""
+    return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+
+
 def run_pass(services: Services, folder: Path, name: str, command: List[str], budget: float, table: str,
              dynamodb) -> PassResult:
     reset_stats(services.ddb_url)
@@ -157,7 +170,7 @@ def run_pass(services: Services, folder: Path, name: str, command: List[str], bu
         first_write_at=stats["first_write_at"], last_write_at=stats["last_write_at"],
         idle_seconds=idle_seconds(stats["per_second"]), throttled_requests=stats["throttled_requests"],
         budget=budget, peaks=peaks, s3=s3_requests.count(requests, ARCHIVE_BUCKET, ARCHIVE_PREFIX),
-        planning_s=s3_requests.planning_seconds(requests, started), marking_s=marking,
+        planning_s=planning_seconds(requests, peaks, started), marking_s=marking,
         marked_batches=marked_batches, started=started, log=str(log_path))
     print(f"    exit {code}, {wall:.0f} s, {result.wcu:,} WCU, {result.items:,} items"
           + (f", budget use {result.budget_use:.2f}" if result.budget_use else ""), file=sys.stderr, flush=True)
@@ -219,7 +232,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     p.add_argument("--budget", type=float, default=DEFAULT_BUDGET,
                    help="WCU/s of the stand-in; the pipeline is told with --on-demand-capacity when not 1000")
     p.add_argument("--output", default=str(RESULTS), help=f"Markdown file written (default {RESULTS}); '-' for none")
-    p.add_argument("--check", action="store_true", help="exit 1 when a target is missed")
+    p.add_argument("--check", action="store_true", help="exit 1 when a target is missed or a command failed")
     a = p.parse_args(argv)
     sizes = a.sizes or [Size.parse(s) for s in SIZES["quick" if a.quick else "full"]]
     began = time.perf_counter()
@@ -234,7 +247,8 @@ def main(argv: Optional[List[str]] = None) -> int:
     if a.output != "-":
         Path(a.output).write_text(text, encoding="utf-8")
         print(f"written to {a.output}", file=sys.stderr)
-    return 1 if a.check and not all(ok for _, _, ok in verdicts if ok is not None) else 0
+    failed = any(p.code != 0 for r in results for p in r.passes.values())
+    return 1 if a.check and (failed or not all(ok for _, _, ok in verdicts if ok is not None)) else 0
 
 
 if __name__ == "__main__":

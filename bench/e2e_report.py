@@ -201,7 +201,7 @@ def cost_table(results: List[SizeResult]) -> str:
         d, again = r.passes["default"], r.passes["re-run"]
         n = r.size.runs
         rows.append([r.size.label, *(f"{d.s3[k] / n:.2f}" for k in KINDS), f"{bookkeeping(d.s3) / n:.2f}",
-                     f"{bookkeeping(again.s3) / n:.2f}", _s(d.planning_s), _s(d.marking_s),
+                     f"{bookkeeping(again.s3) / n:.2f}", _s(d.planning_s), _s(d.marking_s) if d.marked_batches else "–",
                      f"{per_run_seconds(d, n):.3f}", _s(again.wall)])
     return _table(["runs × events", *KINDS, "bookkeeping (all but archive reads)", "re-run bookkeeping",
                    "planning s", "marking s", "planning + marking s per run", "re-run s"], rows)
