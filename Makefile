@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test test-slow lint bench clean
+.PHONY: venv demo test test-slow lint bench bench-e2e clean
 
 $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
@@ -32,5 +32,9 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m bench.run
 
+# The real luigi command on whole archives (~30 minutes here; E2E_ARGS=--quick: ~11); writes bench/E2E.md.
+bench-e2e: $(STAMP)
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m bench.e2e $(E2E_ARGS)
+
 clean:
-	rm -rf $(VENV) .demo .bench .manifest-markers
+	rm -rf $(VENV) .demo .bench .bench-e2e .manifest-markers

@@ -24,13 +24,14 @@ TABLE = "snowplow-event-manifest"
 REGION = "us-east-1"
 
 
-def write_configs() -> tuple:
+def write_configs(folder: Path, table: str) -> tuple:
+    """A storage config for `table` (auth null: the default credential chain) and the example resolver."""
     storage = {
         "schema": "iglu:com.snowplowanalytics.snowplow.storage/amazon_dynamodb_config/jsonschema/2-0-0",
-        "data": {"name": "demo manifest", "auth": None, "awsRegion": REGION, "dynamodbTable": TABLE,
+        "data": {"name": "demo manifest", "auth": None, "awsRegion": REGION, "dynamodbTable": table,
                  "id": "56799a26-980c-4148-8bd9-c021b988c669", "purpose": "EVENTS_MANIFEST"},
     }
-    storage_path, resolver_path = WORK / "dynamodb.json", WORK / "resolver.json"
+    storage_path, resolver_path = folder / f"{table}.json", folder / "resolver.json"
     storage_path.write_text(json.dumps(storage, indent=2))
     shutil.copy(ROOT / "examples" / "resolver.json", resolver_path)
     return str(storage_path), str(resolver_path)
@@ -69,7 +70,7 @@ def main() -> int:
         print(f"sample archive {ARCHIVE}: {len(runs)} runs ({runs[0]} .. {runs[-1]}), {len(truth.objects)} objects "
               "of every kind (plain, .gz, .gzip, .csv, .csv.gz, multi-member gzip, S3 Loader names), with "
               "duplicates, malformed lines, events without fingerprint and one stream-enrich run")
-        storage, resolver = write_configs()
+        storage, resolver = write_configs(WORK, TABLE)
         first = populate(env, storage, resolver)
         count = boto3.client("dynamodb").scan(TableName=TABLE, Select="COUNT")["Count"]
         print(f"\nfirst run exited {first}; table {TABLE} holds {count} items")

@@ -26,7 +26,7 @@ import urllib.request
 import zlib
 from typing import Callable, Dict, List, Optional, Tuple
 
-from bench.proxy import ProxyHandler, ProxyServer
+from bench.proxy import ProxyHandler, ProxyServer, serve_printing_url
 
 SINGLE_WRITES = frozenset({"PutItem", "UpdateItem", "DeleteItem"})
 FAULTY = SINGLE_WRITES | {"BatchWriteItem", "BatchGetItem", "GetItem"}
@@ -89,6 +89,7 @@ class Capacity:
     def reset(self) -> None:
         with self.lock:
             self.started = self.clock()
+            self.started_at = time.time()  # the same moment on the wall clock, to compare with other processes
             self.tokens = self.wcu * self.burst_seconds
             self.updated = self.started
             self.consumed = 0
@@ -158,6 +159,10 @@ class Capacity:
         with self.lock:
             self.conditional_failures += 1
 
+    def wall(self, moment: Optional[float]) -> Optional[float]:
+        """A monotonic moment of this stand-in as epoch seconds."""
+        return None if moment is None else self.started_at + (moment - self.started)
+
     def stats(self) -> dict:
         with self.lock:
             now = self.clock()
@@ -168,6 +173,9 @@ class Capacity:
                 "settings": {name: getattr(self, name) for name in SETTINGS},
                 "elapsed_seconds": now - self.started,
                 "active_seconds": active,  # first to last accepted write
+                # epoch seconds of the first and last accepted write (None before any)
+                "first_write_at": self.wall(self.first_write),
+                "last_write_at": self.wall(self.last_write),
                 "consumed_wcu": self.consumed,
                 "accepted_items": self.accepted_items,
                 "conditional_failures": self.conditional_failures,
@@ -352,13 +360,7 @@ def main(argv: Optional[List[str]] = None) -> None:
     capacity = Capacity(args.wcu, args.latency_ms, args.throttle_fraction, args.read_throttle_fraction,
                         args.fault_fraction, args.burst_seconds, args.seed)
     server = StandInServer(("127.0.0.1", args.port), args.upstream, capacity)
-    print(f"http://127.0.0.1:{server.server_address[1]}", flush=True)
-    try:
-        server.serve_forever()
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.server_close()
+    serve_printing_url(server)
 
 
 if __name__ == "__main__":

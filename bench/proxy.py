@@ -50,6 +50,17 @@ class ProxyServer(ThreadingHTTPServer):
             self.local.conn = None
 
 
+def serve_printing_url(server: ProxyServer) -> None:
+    """A stand-in's command line: print its URL (the starter's cue, bench/servers.py) and serve until interrupted."""
+    print(server.url, flush=True)
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+
+
 class ProxyHandler(BaseHTTPRequestHandler):
     """Forwards every request untouched; subclasses override `handle_request` to change some of them."""
 

@@ -11,12 +11,16 @@ Library: start_endpoint(...) -> (server, url), stop(server); server.counts holds
 """
 from __future__ import annotations
 
+import argparse
+import json
 import random
 import threading
+import time
 import urllib.parse
-from typing import Dict, Optional, Set, Tuple
+import urllib.request
+from typing import Dict, List, Optional, Set, Tuple
 
-from bench.proxy import ProxyHandler, ProxyServer
+from bench.proxy import ProxyHandler, ProxyServer, serve_printing_url
 
 INTERNAL_ERROR = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>InternalError</Code><Message>We encountered '
                   b'an internal error. Please try again. (injected)</Message></Error>')
@@ -24,8 +28,10 @@ INTERNAL_ERROR = (b'<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>Interna
 
 class FaultyS3Server(ProxyServer):
     def __init__(self, address, upstream_url: str, fault_fraction: float, cut_fraction: float, prefix: str,
-                 seed: Optional[int]):
+                 seed: Optional[int], record: bool = False):
         super().__init__(address, upstream_url, _Handler)
+        self.record = record
+        self.log: List[Tuple[float, str, str]] = []  # (epoch seconds, method, path with query) when recording
         self.fault_fraction = fault_fraction
         self.cut_fraction = cut_fraction
         self.prefix = prefix
@@ -56,8 +62,13 @@ class _Handler(ProxyHandler):
 
     def handle_request(self, body: bytes) -> None:
         server = self.server
+        if self.path in ("/_requests", "/_reset"):
+            self.control()
+            return
         with server.lock:
             server.counts["requests"] += 1
+            if server.record:
+                server.log.append((time.time(), self.command, self.path))
         if not self.path.startswith(server.prefix):
             self.reply(*self.forward(body))
             return
@@ -78,15 +89,32 @@ class _Handler(ProxyHandler):
         self.reply(status, headers + [("Content-Length", str(len(data)))], data[:cut])
         self.drop_connection(reset=False)
 
+    def control(self) -> None:
+        """GET /_requests: the recorded log; POST /_reset: empty it and the counts."""
+        server = self.server
+        with server.lock:
+            if self.command == "POST" and self.path == "/_reset":
+                server.log = []
+                server.counts = dict.fromkeys(server.counts, 0)
+                data = b"{}"
+            else:
+                data = json.dumps(server.log).encode()
+        self.reply(200, [("Content-Type", "application/json")], data)
 
-def start_endpoint(upstream_url: str, fault_fraction: float = 0.0, cut_fraction: float = 0.0, prefix: str = "/",
-                   seed: Optional[int] = None, port: int = 0) -> Tuple[FaultyS3Server, str]:
-    """Serve the faulty endpoint on 127.0.0.1 from a daemon thread; returns the server and its URL."""
+
+def make_server(upstream_url: str, fault_fraction: float = 0.0, cut_fraction: float = 0.0, prefix: str = "/",
+                seed: Optional[int] = None, port: int = 0, record: bool = False) -> FaultyS3Server:
     if not 0 <= fault_fraction < 1:  # at 1 no request would ever get through
         raise ValueError(f"fault_fraction must be at least 0 and below 1, not {fault_fraction!r}")
     if not 0 <= cut_fraction <= 1:
         raise ValueError(f"cut_fraction must be between 0 and 1, not {cut_fraction!r}")
-    server = FaultyS3Server(("127.0.0.1", port), upstream_url, fault_fraction, cut_fraction, prefix, seed)
+    return FaultyS3Server(("127.0.0.1", port), upstream_url, fault_fraction, cut_fraction, prefix, seed, record)
+
+
+def start_endpoint(upstream_url: str, fault_fraction: float = 0.0, cut_fraction: float = 0.0, prefix: str = "/",
+                   seed: Optional[int] = None, port: int = 0, record: bool = False) -> Tuple[FaultyS3Server, str]:
+    """Serve the endpoint on 127.0.0.1 from a daemon thread; returns the server and its URL."""
+    server = make_server(upstream_url, fault_fraction, cut_fraction, prefix, seed, port, record)
     threading.Thread(target=server.serve_forever, name="s3-faults", daemon=True).start()
     return server, server.url
 
@@ -94,3 +122,33 @@ def start_endpoint(upstream_url: str, fault_fraction: float = 0.0, cut_fraction:
 def stop(server: FaultyS3Server) -> None:
     server.shutdown()
     server.server_close()
+
+
+def fetch_log(url: str) -> List[Tuple[float, str, str]]:
+    """The requests a recording endpoint (in this process or another) has logged."""
+    with urllib.request.urlopen(url + "/_requests", timeout=30) as response:
+        return [tuple(entry) for entry in json.loads(response.read())]
+
+
+def reset_log(url: str) -> None:
+    with urllib.request.urlopen(urllib.request.Request(url + "/_reset", data=b"", method="POST"), timeout=10):
+        pass
+
+
+def main(argv: Optional[List[str]] = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--upstream", required=True, help="moto server URL, e.g. http://127.0.0.1:5000")
+    parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--record", action="store_true", help="log every request (GET /_requests)")
+    parser.add_argument("--fault-fraction", type=float, default=0.0)
+    parser.add_argument("--cut-fraction", type=float, default=0.0)
+    parser.add_argument("--prefix", default="/")
+    parser.add_argument("--seed", type=int, default=None)
+    args = parser.parse_args(argv)
+    server = make_server(args.upstream, args.fault_fraction, args.cut_fraction, args.prefix, args.seed, args.port,
+                         args.record)
+    serve_printing_url(server)
+
+
+if __name__ == "__main__":
+    main()

@@ -4,9 +4,10 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
-from typing import Tuple
+from typing import List, Tuple
 
 
 def free_port() -> int:
@@ -32,6 +33,18 @@ def start_moto_server(port: int = 0, timeout: float = 30.0) -> Tuple[subprocess.
             time.sleep(0.2)
     proc.kill()
     raise RuntimeError(f"moto server did not answer on {url} within {timeout:.0f} s")
+
+
+def start_url_printer(command: List[str], timeout: float = 30.0) -> Tuple[subprocess.Popen, str]:
+    """A server subprocess that prints its URL as its first line (bench.dynamo_endpoint, bench.s3_endpoint)."""
+    proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    ready = threading.Event()
+    line: List[str] = []
+    threading.Thread(target=lambda: (line.append(proc.stdout.readline().strip()), ready.set()), daemon=True).start()
+    if not ready.wait(timeout) or not line[0].startswith("http://"):
+        proc.kill()
+        raise RuntimeError(f"{' '.join(command)} printed no URL within {timeout:.0f} s (exit code {proc.poll()})")
+    return proc, line[0]
 
 
 def reset_moto(url: str) -> None:

@@ -203,6 +203,19 @@ def test_reset_zeroes_counts_and_changes_settings(standin):
         reset_stats(url, wcus=3)
 
 
+def test_stats_give_the_wall_clock_moments_of_the_first_and_last_accepted_write(standin):
+    client, url = standin(1000)
+    assert fetch_stats(url)["first_write_at"] is None
+    before = time.time()
+    client.batch_write_item(RequestItems={TABLE: [{"PutRequest": {"Item": item(i)}} for i in range(3)]})
+    time.sleep(0.05)
+    client.put_item(TableName=TABLE, Item=item(9))
+    after = time.time()
+    stats = fetch_stats(url)
+    assert before <= stats["first_write_at"] < stats["last_write_at"] <= after
+    assert stats["last_write_at"] - stats["first_write_at"] == pytest.approx(stats["active_seconds"], abs=1e-4)
+
+
 def test_command_line_serves_the_stand_in(moto_reset):
     proc = subprocess.Popen([sys.executable, "-m", "bench.dynamo_endpoint", "--upstream", moto_reset, "--wcu", "7",
                              "--latency-ms", "1"], stdout=subprocess.PIPE, text=True,

@@ -1,0 +1,280 @@
+"""The end-to-end benchmark's results and their Markdown: one table per measure, sizes side by side, and the
+issue's targets with PASS/FAIL."""
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from bench import procmem
+from bench.procmem import ROLES
+from bench.s3_requests import BOOKKEEPING, KINDS, bookkeeping
+
+PASSES = ("default", "re-run", "one batch", "one batch, markers lost")
+
+
+@dataclass(frozen=True)
+class Size:
+    runs: int
+    events: int
+
+    @classmethod
+    def parse(cls, text: str) -> Size:
+        try:
+            runs, events = (int(x.replace(",", "").replace("_", "")) for x in text.lower().split("x"))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not RUNSxEVENTS (e.g. 100x2000)") from None
+        if runs < 1 or events < 100:
+            raise argparse.ArgumentTypeError(f"{text!r}: at least 1 run of 100 events")
+        return cls(runs, events)
+
+    @property
+    def label(self) -> str:
+        return f"{self.runs:,} × {self.events:,}"
+
+
+@dataclass
+class PassResult:
+    name: str
+    code: int
+    wall: float  # seconds, the command's start to its exit
+    wcu: int  # consumed, as the stand-in counted it
+    items: int  # in the table after the command
+    first_write_at: Optional[float]
+    last_write_at: Optional[float]
+    idle_seconds: int  # whole seconds without a write between the first and the last
+    throttled_requests: int
+    budget: float
+    peaks: procmem.Peaks
+    s3: Dict[str, int]
+    planning_s: Optional[float]
+    marking_s: float
+    marked_batches: int
+    started: float
+    batches: List[int] = field(default_factory=list)  # runs per batch, from the markers (fresh passes)
+    log: str = ""
+
+    @property
+    def write_span(self) -> float:
+        return (self.last_write_at - self.first_write_at) if self.first_write_at is not None else 0.0
+
+    @property
+    def budget_use(self) -> Optional[float]:
+        return budget_use(self.wcu, self.budget, self.first_write_at, self.last_write_at)
+
+    @property
+    def to_first_write(self) -> Optional[float]:
+        return None if self.first_write_at is None else self.first_write_at - self.started
+
+
+@dataclass
+class SizeResult:
+    size: Size
+    unique: int  # items a correct backfill leaves in the table
+    cross_copies: int  # lines repeating a key first written by an earlier run
+    cross_other_batch: Optional[int]  # of those, how many are in another batch than the first copy (default pass)
+    archive_mb: float
+    generate_s: float
+    passes: Dict[str, PassResult] = field(default_factory=dict)
+
+
+def budget_use(wcu: float, budget: float, first: Optional[float], last: Optional[float]) -> Optional[float]:
+    """Share of the budget used over the whole backfill: WCU consumed / (budget x seconds from first to last write).
+
+    Gaps between batches fall inside the window and count against it; the stand-in's one-second burst at the start
+    can put a very short backfill above 1.
+    """
+    if first is None or last is None or last <= first or budget <= 0:
+        return None
+    return wcu / (budget * (last - first))
+
+
+def idle_seconds(per_second: Sequence[int]) -> int:
+    """Whole seconds without a write between the first and the last second with one."""
+    busy = [i for i, n in enumerate(per_second) if n]
+    return sum(1 for n in per_second[busy[0]:busy[-1] + 1] if not n) if busy else 0
+
+
+TARGET_SIZE = Size(100, 2000)  # the issue's speed target is on this archive
+SPEED_TARGET, BUDGET_TARGET, WCU_TARGET, FLAT_TARGET, MEMORY_TARGET = 0.8, 0.9, 1.01, 1.25, 1.25
+
+Verdict = Tuple[str, str, Optional[bool]]  # (target, measured, PASS / FAIL / None when not measured)
+
+
+def speed_ratio(r: SizeResult) -> Optional[float]:
+    """The default's speed as a share of one batch's: one batch's wall time / the default's."""
+    default, one = r.passes.get("default"), r.passes.get("one batch")
+    return one.wall / default.wall if default and one and default.wall else None
+
+
+def wcu_per_item(p: PassResult, unique: int) -> float:
+    return p.wcu / unique if unique else 0.0
+
+
+def per_run_seconds(p: PassResult, runs: int) -> float:
+    return ((p.planning_s or 0.0) + p.marking_s) / runs
+
+
+def _mb(n: int) -> str:
+    return f"{n / 2**20:,.0f}"
+
+
+def _s(x: Optional[float], digits: int = 1) -> str:
+    return "–" if x is None else f"{x:,.{digits}f}"
+
+
+def _ok(ok: Optional[bool]) -> str:
+    return "–" if ok is None else ("PASS" if ok else "FAIL")
+
+
+def _table(header: Sequence[str], rows: List[Sequence[str]], right_from: int = 1) -> str:
+    align = ["---" if i < right_from else "---:" for i in range(len(header))]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(str(c) for c in row) + " |" for row in rows])
+
+
+def _batches(p: PassResult) -> str:
+    if not p.batches:
+        return str(len(p.peaks.jvms)) if p.peaks.jvms else "–"
+    return f"{len(p.batches)} (≤ {max(p.batches)} runs)"
+
+
+def wall_table(results: List[SizeResult]) -> str:
+    rows = []
+    for r in results:
+        d, o = r.passes["default"], r.passes["one batch"]
+        ratio = speed_ratio(r)
+        ok = ratio >= SPEED_TARGET if ratio is not None and r.size == TARGET_SIZE else None
+        rows.append([r.size.label, _s(d.wall), _batches(d), str(len(d.peaks.jvms)), _s(d.to_first_write),
+                     _s(o.wall), _s(o.to_first_write), _s(ratio, 2), _ok(ok)])
+    return _table(["runs × events", "default s", "batches", "Spark apps", "to first write s", "one batch s",
+                   "one batch to first write s", "speed (one batch s ÷ default s)", "≥ 0.8 on 100 × 2,000"], rows)
+
+
+def budget_table(results: List[SizeResult]) -> str:
+    rows = []
+    for r in results:
+        for name in ("default", "one batch"):
+            p = r.passes[name]
+            use = p.budget_use
+            ok = use >= BUDGET_TARGET if use is not None and name == "default" else None
+            rows.append([r.size.label, name, f"{p.wcu:,}", _s(p.write_span), str(p.idle_seconds),
+                         str(p.throttled_requests), _s(use, 2), _ok(ok)])
+    return _table(["runs × events", "settings", "WCU consumed", "first → last write s", "idle s in between",
+                   "throttled requests", "budget use", "≥ 0.9 (default)"], rows, right_from=2)
+
+
+def wcu_table(results: List[SizeResult]) -> str:
+    rows = []
+    for r in results:
+        p = r.passes
+        fresh = wcu_per_item(p["default"], r.unique)
+        reruns = p["re-run"].wcu + p["one batch, markers lost"].wcu
+        spread = (f"{r.cross_copies:,} ({r.cross_other_batch / r.cross_copies:.0%} in another batch)"
+                  if r.cross_copies and r.cross_other_batch is not None else f"{r.cross_copies:,}")
+        right = all(p[n].items == r.unique for n in PASSES)
+        rows.append([r.size.label, f"{r.unique:,}", spread, f"{fresh:.3f}",
+                     f"{wcu_per_item(p['one batch'], r.unique):.3f}", f"{p['re-run'].wcu:,}",
+                     f"{p['one batch, markers lost'].wcu:,}", "yes" if right else "NO",
+                     _ok(fresh <= WCU_TARGET), _ok(reruns == 0)])
+    return _table(["runs × events", "unique items", "cross-run copies", "WCU/item default", "WCU/item one batch",
+                   "re-run WCU", "re-run WCU, markers lost", "table right", "≤ 1.01 fresh", "0 re-run"], rows)
+
+
+def memory_table(results: List[SizeResult]) -> str:
+    rows = []
+    for r in results:
+        for name in ("default", "one batch"):
+            p = r.passes[name]
+            rows.append([r.size.label, name, *(_mb(p.peaks.by_role[role]) for role in ROLES if role != "other"),
+                         _mb(p.peaks.total), _batches(p)])
+    return _table(["runs × events", "settings", *(f"{role} MiB" for role in ROLES if role != "other"),
+                   "whole tree MiB", "batches"], rows, right_from=2)
+
+
+def cost_table(results: List[SizeResult]) -> str:
+    rows = []
+    for r in results:
+        d, again = r.passes["default"], r.passes["re-run"]
+        n = r.size.runs
+        rows.append([r.size.label, *(f"{d.s3[k] / n:.2f}" for k in KINDS), f"{bookkeeping(d.s3) / n:.2f}",
+                     f"{bookkeeping(again.s3) / n:.2f}", _s(d.planning_s), _s(d.marking_s) if d.marked_batches else "–",
+                     f"{per_run_seconds(d, n):.3f}", _s(again.wall)])
+    return _table(["runs × events", *KINDS, "bookkeeping (all but archive reads)", "re-run bookkeeping",
+                   "planning s", "marking s", "planning + marking s per run", "re-run s"], rows)
+
+
+def verdicts(results: List[SizeResult]) -> List[Verdict]:
+    out: List[Verdict] = []
+    target = next((r for r in results if r.size == TARGET_SIZE), None)
+    ratio = speed_ratio(target) if target else None
+    out.append((f"default settings ≥ {SPEED_TARGET} of one batch's speed on {TARGET_SIZE.label}",
+                _s(ratio, 2), None if ratio is None else ratio >= SPEED_TARGET))
+    uses = [(r.size.label, r.passes["default"].budget_use) for r in results]
+    measured = [u for _, u in uses if u is not None]
+    out.append((f"≥ {BUDGET_TARGET} of the budget used over the whole backfill (default settings, every size)",
+                ", ".join(f"{label}: {_s(u, 2)}" for label, u in uses), min(measured) >= BUDGET_TARGET
+                if measured else None))
+    worst = max((wcu_per_item(r.passes["default"], r.unique), r.size.label) for r in results)
+    out.append((f"WCU per unique item ≤ {WCU_TARGET} fresh, with cross-batch duplicates (default settings)",
+                f"{worst[0]:.3f} (worst, {worst[1]})", worst[0] <= WCU_TARGET))
+    reruns = sum(r.passes["re-run"].wcu + r.passes["one batch, markers lost"].wcu for r in results)
+    out.append(("0 WCU on a re-run (markers kept, and markers lost)", f"{reruns:,}", reruns == 0))
+    if len(results) > 1:
+        small, large = min(results, key=lambda r: r.size.runs), max(results, key=lambda r: r.size.runs)
+        ds, dl = small.passes["default"], large.passes["default"]
+        req = (bookkeeping(dl.s3) / large.size.runs) / max(bookkeeping(ds.s3) / small.size.runs, 1e-9)
+        sec = per_run_seconds(dl, large.size.runs) / max(per_run_seconds(ds, small.size.runs), 1e-9)
+        span = f"{small.size.runs:,} → {large.size.runs:,} runs"
+        out.append((f"S3 requests per run flat ({span}: at most {FLAT_TARGET}×)", f"{req:.2f}×", req <= FLAT_TARGET))
+        out.append((f"planning + marking seconds per run flat ({span}: at most {FLAT_TARGET}×)", f"{sec:.2f}×",
+                    sec <= FLAT_TARGET))
+        mem = dl.peaks.total / max(ds.peaks.total, 1)
+        out.append((f"peak memory bounded by the batch, not the archive (default settings, whole tree, {span}: "
+                    f"at most {MEMORY_TARGET}×)", f"{mem:.2f}× ({_mb(ds.peaks.total)} → {_mb(dl.peaks.total)} MiB)",
+                    mem <= MEMORY_TARGET))
+    return out
+
+
+def document(results: List[SizeResult], budget: float, one_batch: Sequence[str], command: str,
+             seconds: float) -> Tuple[str, List[Verdict]]:
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+    judged = verdicts(results)
+    archives = ", ".join(f"{r.size.label} ({r.archive_mb:,.0f} MB, generated in {r.generate_s:.0f} s)"
+                         for r in results)
+    failed = [f"{r.size.label} {p.name} (exit {p.code}, log {p.log})" for r in results for p in r.passes.values()
+              if p.code != 0]
+    lines = [
+        "# End-to-end benchmark",
+        "",
+        f"- Date: {now}",
+        f"- Machine: {os.cpu_count()} cores (shared, noisy), {platform.machine()}, Linux, Python "
+        f"{platform.python_version()}",
+        f"- Command: `{command}` (took {seconds / 60:.1f} min)",
+        f"- Budget: {budget:,.0f} WCU/s, the stand-in's capacity; the pipeline takes it from the on-demand table "
+        "(luigi.cfg `on_demand_capacity`). One batch: `" + " ".join(one_batch) + "`.",
+        f"- Archives (runs × events per run): {archives}.",
+        "- The real `luigi` command, `--local-scheduler --spark-master local[2]`, default settings otherwise.",
+        "",
+    ]
+    if failed:
+        lines += ["**Commands that failed:** " + "; ".join(failed), ""]
+    lines += [
+        "## Targets", "",
+        _table(["target", "measured", "result"], [[t, m, _ok(ok)] for t, m, ok in judged], right_from=3), "",
+        "## Wall time: default settings against one batch", "", wall_table(results), "",
+        "## Budget used over the whole backfill (first write to last, gaps between batches included)", "",
+        budget_table(results), "",
+        "## WCU per unique item (1% cross-run duplicates, fresh and re-run)", "", wcu_table(results), "",
+        "## Peak memory (RSS sampled from /proc every 0.25 s; roles summed per sample)", "",
+        memory_table(results), "",
+        "## Cost per run (default settings): S3 requests per run by kind, planning and marking", "",
+        cost_table(results), "",
+        "S3 kinds: " + ", ".join(KINDS) + f"; bookkeeping = {' + '.join(BOOKKEEPING)}. Planning: the command's start "
+        "to its first lease request. Marking: per batch, its first report read to its last marker written, summed.",
+        "",
+    ]
+    return "\n".join(lines), judged
