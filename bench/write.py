@@ -168,13 +168,13 @@ def collapse(events: Sequence[Event]) -> List[Event]:
 
 def manifest_item(event: Event):
     from spark.events import ttl_for
-    from spark.writer import ManifestItem
+    from spark.manifest import ManifestItem
 
     return ManifestItem(event[0], event[1], event[2], ttl_for(event[2], TTL_DAYS), event[3])
 
 
 def attributes(event: Event) -> dict:
-    from spark.writer import item_attributes
+    from spark.manifest import item_attributes
 
     return item_attributes(manifest_item(event))
 
@@ -190,7 +190,7 @@ def session():
 # --- tables -------------------------------------------------------------------------------------------------
 
 def create_table(client, name: str) -> None:
-    from pipeline.table import ATTRIBUTES, KEY_SCHEMA
+    from spark.manifest import ATTRIBUTES, KEY_SCHEMA
 
     client.create_table(TableName=name, KeySchema=KEY_SCHEMA, AttributeDefinitions=ATTRIBUTES,
                         BillingMode="PAY_PER_REQUEST")
@@ -227,8 +227,9 @@ def write_with_items(events: Sequence[Event], mode: str, url: str, table: str, c
                      checkpoint: Callable[[], None], passes: int = 2) -> List[Pass]:
     """spark.writer.write_items as a job task runs it, `passes` times over the same items; `checkpoint` runs
     before each pass and after the last."""
+    from spark.dynamo import dynamodb_client
     from spark.ratelimit import TokenBucket
-    from spark.writer import dynamodb_client, write_items
+    from spark.writer import write_items
 
     client = dynamodb_client(REGION, BENCH_CREDENTIALS, endpoint_url=url)
     items = [manifest_item(e) for e in events]

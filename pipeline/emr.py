@@ -20,6 +20,8 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 from botocore.config import Config
 from botocore.exceptions import ClientError
 
+from spark.errors import is_not_found, one_line
+from spark.runid import file_name
 from spark.spec import BatchSpec
 from spark.storage import Location, LocationError, delete, parse_location, read_bytes, s3_client, write_bytes
 
@@ -281,17 +283,13 @@ def step_request(batch_id: str, args: List[str]) -> Dict:
             "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args}}
 
 
-def _one_line(text: str) -> str:
-    return " ".join(str(text).split())
-
-
 def failure_detail(step_id: str, status: Dict, log_location: str) -> str:
     """One line from a finished step's status: FailureDetails and where its logs are."""
     details = status.get("FailureDetails") or {}
     why = ": ".join(p for p in (details.get("Reason"), details.get("Message")) if p)
     why = why or (status.get("StateChangeReason") or {}).get("Message") or "no failure details"
     logs = details.get("LogFile") or log_location
-    return _one_line(f"step {step_id} {status.get('State')}: {why} (logs: {logs})")
+    return one_line(f"step {step_id} {status.get('State')}: {why} (logs: {logs})")
 
 
 def _elapsed(since: Optional[datetime]) -> str:
@@ -345,7 +343,7 @@ class EmrRunner:
             self.s3.head_object(Bucket=loc.bucket, Key=loc.key)
             return True
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if is_not_found(e):
                 return False
             raise
 
@@ -404,7 +402,7 @@ class EmrRunner:
             return self.emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
         except ClientError as e:
             raise PipelineError(f"EMR cluster {cluster_id} cannot be described in {self.region}: "
-                                f"{_one_line(e.response.get('Error', {}).get('Message', e))}") from None
+                                f"{one_line(e.response.get('Error', {}).get('Message', e))}") from None
 
     def find_backfill_cluster(self) -> Optional[str]:
         """The alive cluster created for this backfill (same name and backfill tag), if any."""
@@ -490,7 +488,7 @@ class EmrRunner:
     def _runs_reported(self, spec: BatchSpec, since: Optional[datetime]) -> int:
         """Reports of the batch's runs written since the step was created (older ones are a previous attempt's)."""
         reports = parse_location(spec.reports)
-        wanted = {f"run={run}.json" for run in spec.runs}
+        wanted = {file_name(run) for run in spec.runs}
         prefix = reports.key.rstrip("/") + "/" if reports.key else ""
         since = since.replace(microsecond=0) if since else None  # LastModified has whole seconds
         count = 0
@@ -550,7 +548,7 @@ class EmrRunner:
                 cluster = self._state(cluster_id)["Status"]
                 if cluster["State"].startswith("TERMINAT"):
                     reason = (cluster.get("StateChangeReason") or {}).get("Message") or "no reason given"
-                    detail += _one_line(f"; cluster {cluster_id} {cluster['State']}: {reason}")
+                    detail += one_line(f"; cluster {cluster_id} {cluster['State']}: {reason}")
                 return BatchOutcome(ok=False, detail=detail, job_id=step_id)
             self.sleep(delay)
             delay = min(delay * 2, longest)

@@ -31,6 +31,7 @@ import luigi
 
 from spark import report as reports
 from spark import storage
+from spark.runid import RUN_PREFIX, parse_run_id
 from spark.spec import BatchSpec
 
 from . import leases, runs, table
@@ -72,7 +73,7 @@ def parse_runs(text: str) -> List[str]:
     for item in re.split(r"[,\s]+", (text or "").strip()):
         if not item:
             continue
-        run = runs.parse_run_id(item[len(runs.RUN_PREFIX):] if item.startswith(runs.RUN_PREFIX) else item)
+        run = parse_run_id(item[len(RUN_PREFIX):] if item.startswith(RUN_PREFIX) else item)
         if run is None:
             raise PipelineError(f"--runs: {item!r} is not a run id (YYYY-MM-DD-HH-MM-SS)")
         found.append(run)

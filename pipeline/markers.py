@@ -12,9 +12,10 @@ from datetime import datetime, timezone
 from typing import Dict, Optional, Set
 
 from spark import storage
+from spark.errors import is_not_found
+from spark.report import report_location
+from spark.runid import file_name, run_of_file
 from spark.storage import Location
-
-_MARKER_PREFIX, _MARKER_SUFFIX = "run=", ".json"
 
 # Luigi asks every batch task whether it is complete; they share one listing per process for a few seconds.
 _listing_cache: Dict[str, tuple] = {}
@@ -35,7 +36,7 @@ class MarkerStore:
         return self._client
 
     def marker(self, run: str) -> Location:
-        return self.folder.child(f"{_MARKER_PREFIX}{run}{_MARKER_SUFFIX}")
+        return self.folder.child(file_name(run))
 
     def batch_spec(self, batch_id: str) -> Location:
         return self.folder.child("_batches", f"{batch_id}.json")
@@ -44,7 +45,7 @@ class MarkerStore:
         return self.folder.child("_reports", batch_id)
 
     def report(self, batch_id: str, run: str) -> Location:
-        return self.reports(batch_id).child(f"run={run}.json")
+        return report_location(self.reports(batch_id), run)
 
     def summary(self, stamp: str) -> Location:
         return self.folder.child("_summaries", f"{stamp}.json")
@@ -61,9 +62,9 @@ class MarkerStore:
                 return set(hit[1])
         done = set()
         for obj in storage.list_objects(self.folder, self.client, recursive=False):
-            name = obj.name
-            if name.startswith(_MARKER_PREFIX) and name.endswith(_MARKER_SUFFIX):
-                done.add(name[len(_MARKER_PREFIX):-len(_MARKER_SUFFIX)])
+            run = run_of_file(obj.name)
+            if run is not None:
+                done.add(run)
         with _cache_lock:
             _listing_cache[key] = (time.monotonic(), frozenset(done))
         return done
@@ -84,10 +85,8 @@ class MarkerStore:
         """The JSON object at `loc`, or None when it is absent."""
         try:
             return json.loads(storage.read_bytes(loc, self.client))
-        except (FileNotFoundError, KeyError):
-            return None
-        except Exception as e:  # boto3's NoSuchKey is a ClientError subclass made at runtime
-            if "NoSuchKey" in type(e).__name__ or "NoSuchKey" in str(e) or "404" in str(e):
+        except Exception as e:  # only "not found" is an answer: anything else is raised
+            if is_not_found(e):
                 return None
             raise
 

@@ -6,21 +6,9 @@ from datetime import datetime
 from typing import Dict, List, Optional, Tuple
 
 from spark import storage
+from spark.runid import parse_run_id, run_of_folder
 
 from .errors import PipelineError
-
-RUN_FORMAT = "%Y-%m-%d-%H-%M-%S"
-RUN_PREFIX = "run="
-
-
-def parse_run_id(text: str) -> Optional[str]:
-    """The run id when `text` is exactly a real timestamp in EmrEtlRunner's format, else None."""
-    if len(text) != 19:
-        return None
-    try:
-        return datetime.strptime(text, RUN_FORMAT).strftime(RUN_FORMAT)
-    except ValueError:
-        return None
 
 
 def parse_since(value: str, flag: str = "--since", time_of_day: str = "00-00-00") -> Optional[str]:
@@ -43,7 +31,7 @@ def enumerate_runs(archive: storage.Location, client=None) -> Tuple[List[str], L
     """All run ids in the archive, oldest first, and the folders skipped with the reason why."""
     runs, skipped = [], []
     for name in storage.list_children(archive, client):
-        run = parse_run_id(name[len(RUN_PREFIX):]) if name.startswith(RUN_PREFIX) else None
+        run = run_of_folder(name)
         if run is None:
             skipped.append({"run": name, "reason": "not a run folder (expected run=YYYY-MM-DD-HH-MM-SS)"})
         else:

@@ -12,6 +12,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 from spark import storage
 from spark.archive import UNREADABLE_STORAGE_CLASSES, archived_objects, data_objects
 from spark.report import OUTCOMES, completeness_problem
+from spark.runid import file_name, folder_name
 from spark.storage import Location, ObjectInfo
 
 from . import estimate, runs
@@ -111,7 +112,7 @@ def survey_runs(archive: Location, run_ids: Sequence[str], list_objects: Optiona
     lister = list_objects or (lambda loc: storage.list_objects(loc, client))
     out = {}
     for run in run_ids:
-        folder = archive.child(f"{runs.RUN_PREFIX}{run}")
+        folder = archive.child(folder_name(run))
         data = data_objects(lister(folder))
         if folder.is_s3:
             unreadable = archived_objects(folder, data, client)
@@ -289,7 +290,7 @@ def why_left(store: MarkerStore, batches: Sequence[Tuple[str, Sequence[str]]], l
     reasons = {run: NOT_REPORTED for run in left}
     for bid in sorted({batch_of[r] for r in left if r in batch_of}):
         present = {o.name for o in storage.list_objects(store.reports(bid), store.client, recursive=False)}
-        for run in (r for r in left if batch_of.get(r) == bid and f"run={r}.json" in present):
+        for run in (r for r in left if batch_of.get(r) == bid and file_name(r) in present):
             report = store.read_json(store.report(bid, run))
             if report is not None:
                 reasons[run] = completeness_problem(report) or "complete, but its batch failed before marking it"

@@ -20,6 +20,7 @@ import luigi
 
 from spark import report as reports
 from spark import storage
+from spark.errors import one_line
 from spark.spec import BatchSpec
 
 from . import leases, local, summary
@@ -240,7 +241,7 @@ def _valid_events(store: MarkerStore, folder: storage.Location, runs: List[str])
     """Valid events per run from a count pass's reports; a run without a report stays estimated from bytes."""
     counted = {}
     for run in runs:
-        data = store.read_json(folder.child(f"run={run}.json"))
+        data = store.read_json(reports.report_location(folder, run))
         if data is not None:
             counted[run] = data["valid_events"]
     return counted
@@ -362,7 +363,7 @@ class PopulateManifest(_Backfill):
         try:
             self._summarise(plan)
         except Exception as e:  # noqa: BLE001 - best effort while exiting: say so, never mask the exit code
-            log.warning("no summary written: %s", " ".join(str(e).split()))
+            log.warning("no summary written: %s", one_line(e))
 
     def _report(self, text: str, data: dict) -> None:
         print(text, flush=True)

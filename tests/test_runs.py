@@ -6,6 +6,7 @@ import pytest
 
 from pipeline import runs
 from pipeline.errors import PipelineError
+from spark.runid import parse_run_id
 from spark.storage import parse_location
 
 
@@ -19,7 +20,7 @@ from spark.storage import parse_location
     ("2026-5-1-12-00-00", None),
 ])
 def test_parse_run_id(text, expected):
-    assert runs.parse_run_id(text) == expected
+    assert parse_run_id(text) == expected
 
 
 @pytest.mark.parametrize("since,expected", [
