@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import gzip
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import partial
 from typing import Callable, Dict, Iterator, List, Optional
 
@@ -42,7 +42,7 @@ class PassConfig:
     endpoints: Dict[str, str]
     table: str = ""
     region: str = ""
-    credentials: Optional[dict] = None
+    credentials: Optional[dict] = field(default=None, repr=False)  # never in a log line or a task's repr
     write_mode: str = ""
     rate: float = 0.0  # this partition's share of the budget, per second
     max_retry_seconds: float = 0.0
