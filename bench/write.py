@@ -8,13 +8,15 @@ strategy writes the same seeded events into its own fresh table, then writes the
 - original: what Snowplow's populator did, one synchronous boto3 put_item per event with the shredder's condition
   and boto3's default client (its default retries), in as many processes as there are cores, duplicates included,
   no rate limit and no batching.
-Client CPU is time.process_time of the writing process(es) over the writing alone; WCU and throttling are the
-stand-in's own counts; lost items come from scanning the table afterwards. Capacities are chosen so that the
-budget, not moto (~130 conditional puts/s here), is what limits: see DEFAULTS.
+Client CPU is time.process_time of the writing process(es) over the writing alone, each measurement started
+after a full garbage collection; WCU and throttling are the stand-in's own counts; lost items come from scanning
+the table afterwards. Capacities are chosen so that the budget, not moto (~130 conditional puts/s here), is what
+limits: see DEFAULTS.
 """
 from __future__ import annotations
 
 import argparse
+import gc
 import itertools
 import multiprocessing
 import os
@@ -168,13 +170,13 @@ def collapse(events: Sequence[Event]) -> List[Event]:
 
 def manifest_item(event: Event):
     from spark.events import ttl_for
-    from spark.writer import ManifestItem
+    from spark.manifest import ManifestItem
 
     return ManifestItem(event[0], event[1], event[2], ttl_for(event[2], TTL_DAYS), event[3])
 
 
 def attributes(event: Event) -> dict:
-    from spark.writer import item_attributes
+    from spark.manifest import item_attributes
 
     return item_attributes(manifest_item(event))
 
@@ -190,7 +192,7 @@ def session():
 # --- tables -------------------------------------------------------------------------------------------------
 
 def create_table(client, name: str) -> None:
-    from pipeline.table import ATTRIBUTES, KEY_SCHEMA
+    from spark.manifest import ATTRIBUTES, KEY_SCHEMA
 
     client.create_table(TableName=name, KeySchema=KEY_SCHEMA, AttributeDefinitions=ATTRIBUTES,
                         BillingMode="PAY_PER_REQUEST")
@@ -227,14 +229,16 @@ def write_with_items(events: Sequence[Event], mode: str, url: str, table: str, c
                      checkpoint: Callable[[], None], passes: int = 2) -> List[Pass]:
     """spark.writer.write_items as a job task runs it, `passes` times over the same items; `checkpoint` runs
     before each pass and after the last."""
+    from spark.dynamo import dynamodb_client
     from spark.ratelimit import TokenBucket
-    from spark.writer import dynamodb_client, write_items
+    from spark.writer import write_items
 
     client = dynamodb_client(REGION, BENCH_CREDENTIALS, endpoint_url=url)
     items = [manifest_item(e) for e in events]
     out = []
     for _ in range(passes):
         checkpoint()
+        gc.collect()  # a pass pays for no garbage of what ran before it (one full collection is ~60 ms here)
         cpu0, wall0 = time.process_time(), time.perf_counter()
         counts = write_items(items, client=client, table=table, mode=mode, limiter=TokenBucket(capacity),
                              concurrency=threads, max_retry_seconds=120.0)
@@ -327,6 +331,7 @@ def boto3_put_cpu_ms(url: str, table: str, calls: int, seed: int, conditional: b
             request.update(ConditionExpression=CONDITION, ExpressionAttributeValues={":etl": {"N": str(event[2])}})
         requests.append(request)
     client.put_item(**requests[0])  # the first call loads the service model: not a per-call cost
+    gc.collect()  # as before each write_items pass
     cpu0, due = time.process_time(), time.monotonic()
     for request in requests[1:]:
         if rate:

@@ -17,6 +17,8 @@ import boto3
 from botocore.config import Config
 from botocore.exceptions import ClientError, ProfileNotFound
 
+from spark.errors import is_not_found, one_line
+from spark.runid import file_name
 from spark.spec import BatchSpec
 from spark.storage import Location, LocationError, delete, parse_location, read_bytes, s3_client, write_bytes
 
@@ -27,7 +29,6 @@ from .emr_requests import (
     cluster_request,
     console_url,
     failure_detail,
-    one_line,
     step_request,
 )
 from .emr_settings import EmrSettings, bad_setting
@@ -105,7 +106,7 @@ class EmrRunner:
             self.s3.head_object(Bucket=loc.bucket, Key=loc.key)
             return True
         except ClientError as e:
-            if e.response.get("Error", {}).get("Code") in ("404", "NoSuchKey", "NotFound"):
+            if is_not_found(e):
                 return False
             raise
 
@@ -250,7 +251,7 @@ class EmrRunner:
     def _runs_reported(self, spec: BatchSpec, since: Optional[datetime]) -> int:
         """Reports of the batch's runs written since the step was created (older ones are a previous attempt's)."""
         reports = parse_location(spec.reports)
-        wanted = {f"run={run}.json" for run in spec.runs}
+        wanted = {file_name(run) for run in spec.runs}
         prefix = reports.key.rstrip("/") + "/" if reports.key else ""
         since = since.replace(microsecond=0) if since else None  # LastModified has whole seconds
         count = 0

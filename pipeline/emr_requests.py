@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional
 
+from spark.errors import one_line
+
 from .emr_settings import EmrSettings
 from .errors import PipelineError
 
@@ -76,9 +78,6 @@ def step_request(batch_id: str, args: List[str]) -> Dict:
             "HadoopJarStep": {"Jar": "command-runner.jar", "Args": args}}
 
 
-def one_line(text: str) -> str:
-    """Any text (an AWS message, a traceback line) as one line."""
-    return " ".join(str(text).split())
 
 
 def failure_detail(step_id: str, status: Dict, log_location: str) -> str:

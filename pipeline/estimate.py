@@ -23,6 +23,8 @@ import re
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from spark.manifest import ManifestItem, item_attributes
+
 from .emr_settings import EmrSettings
 from .errors import PipelineError
 
@@ -35,9 +37,9 @@ FAST_READ_RCU = 1.0  # strongly consistent BatchGetItem, per key up to 4 KB
 # One item as a line of DynamoDB JSON, the uncompressed source ImportTable bills: 175 bytes with compact
 # separators, 187 with json.dumps' default ones (see SAMPLE_IMPORT_ITEM); 190 covers either.
 IMPORT_ITEM_BYTES = 190
-SAMPLE_IMPORT_ITEM = {"Item": {"eventId": {"S": "c6ef3124-b53a-4b13-a233-0088f79dcbcb"},
-                               "fingerprint": {"S": "3b6a27bcceb6a42d62a3a8d02a6f0d73"},
-                               "etlTime": {"N": "1500000000"}, "ttl": {"N": "1515552000"}}}
+SAMPLE_IMPORT_ITEM = {"Item": item_attributes(ManifestItem("c6ef3124-b53a-4b13-a233-0088f79dcbcb",
+                                                            "3b6a27bcceb6a42d62a3a8d02a6f0d73", 1500000000,
+                                                            1515552000, "2017-07-14-03-00-00"))}
 GIB = 1 << 30  # AWS bills data in GB of 2^30 bytes
 EMR_STARTUP_HOURS = 0.25  # provisioning and bootstrap of a new cluster before its first step runs
 EXTRACT_EVENTS_PER_VCPU_SECOND = 50_000  # half issue 6's parse target per core: S3 reads, shuffle, Spark overhead

@@ -19,6 +19,8 @@ import time
 from typing import Callable, List, Optional
 
 from spark import storage
+from spark.errors import one_line
+from spark.manifest import ATTRIBUTES, KEY_SCHEMA
 from spark.storage import Location
 
 from . import records, table
@@ -85,8 +87,8 @@ def start_import(client, table_name: str, staging: Location, token: str) -> str:
         S3BucketSource={"S3Bucket": staging.bucket, "S3KeyPrefix": staging.key.rstrip("/") + "/"},
         InputFormat="DYNAMODB_JSON",
         InputCompressionType="GZIP",
-        TableCreationParameters={"TableName": table_name, "AttributeDefinitions": table.ATTRIBUTES,
-                                 "KeySchema": table.KEY_SCHEMA, "BillingMode": "PAY_PER_REQUEST"},
+        TableCreationParameters={"TableName": table_name, "AttributeDefinitions": ATTRIBUTES,
+                                 "KeySchema": KEY_SCHEMA, "BillingMode": "PAY_PER_REQUEST"},
     )
     return response["ImportTableDescription"]["ImportArn"]
 
@@ -140,7 +142,7 @@ def run_import(ctx: Context, launcher: Launcher, batch: Batch, status: Status, d
         if desc["ImportStatus"] != "COMPLETED":
             raise PipelineError(f"import {ident} of table '{config.table}' ended {desc['ImportStatus']}: "
                                 f"{desc.get('FailureCode') or 'no code'}: "
-                                f"{' '.join(str(desc.get('FailureMessage') or 'no message').split())}; "
+                                f"{one_line(desc.get('FailureMessage') or 'no message')}; "
                                 "no run was marked")
         if desc.get("ImportedItemCount") is not None and desc["ImportedItemCount"] != record["staged_items"]:
             raise PipelineError(f"import {ident}: {record['staged_items']} items staged but "

@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass
 from typing import Callable, Iterator, List, Optional, Sequence, Tuple
 
 from spark import storage
+from spark.errors import error_code, is_not_found
+from spark.runid import file_name
 from spark.storage import Location
 
 from .errors import PipelineError
@@ -55,7 +57,7 @@ class Owner:
 
     @classmethod
     def here(cls) -> Owner:
-        return cls(socket.gethostname(), _boot_id(), os.getpid(), _process_start(os.getpid()), secrets.token_hex(8))
+        return cls(socket.gethostname(), _boot_id(), os.getpid(), process_start(os.getpid()), secrets.token_hex(8))
 
 
 @dataclass
@@ -67,7 +69,7 @@ class Lease:
 
 def lease_location(folder: Location, run: str) -> Location:
     """Where the lease of `run` lives under a marker folder (<markers>/<table>)."""
-    return folder.child("_leases", f"run={run}.json")
+    return folder.child("_leases", file_name(run))
 
 
 def describe(record: dict) -> str:
@@ -116,11 +118,11 @@ def try_acquire(loc: Location, owner: Owner, purpose: str = "", seconds: float =
     """One attempt: (the lease, None), or (None, the live record of the process that holds it)."""
     current = None
     for _ in range(_RACES):
-        current = _read(loc, client)
+        current = read_lease(loc, client)
         now = time.time()
         record = _new_record(loc, owner, purpose, now, seconds)
         if current is None:
-            version = _put(loc, record, None, client)
+            version = put_lease(loc, record, None, client)
         else:
             held, seen = current
             if _token(held) == owner.token:
@@ -128,7 +130,7 @@ def try_acquire(loc: Location, owner: Owner, purpose: str = "", seconds: float =
             reason = stale_reason(held, now, owner.boot)
             if reason is None:
                 return None, held
-            version = _put(loc, record, seen, client)
+            version = put_lease(loc, record, seen, client)
             if version is not None:
                 log.warning("took over the lease on %s from %s (%s)", _name(loc), describe(held), reason)
         if version is not None:
@@ -141,9 +143,9 @@ def renew(lease: Lease, client=None, seconds: float = LEASE_SECONDS) -> Lease:
     """Push the expiry forward; LeaseLost when another process has taken the lease over meanwhile."""
     now = time.time()
     record = dict(lease.record, heartbeat_at=now, expires_at=now + seconds)
-    version = _put(lease.loc, record, lease.version, client)
+    version = put_lease(lease.loc, record, lease.version, client)
     if version is None:
-        current = _read(lease.loc, client)
+        current = read_lease(lease.loc, client)
         if current and current[0] == record:  # this very write landed, only its answer was lost (and retried)
             return Lease(lease.loc, record, current[1])
         holder = describe(current[0]) if current else "nobody (it was deleted)"
@@ -219,7 +221,7 @@ def _acquire_all(folder: Location, runs: List[str], client, purpose: str, second
 def _live_holder(folder: Location, runs: List[str], owner: Owner, client) -> Optional[Tuple[str, dict]]:
     """The first run whose lease another process holds and may still be using, with that lease's record."""
     for run in runs:
-        current = _read(lease_location(folder, run), client)
+        current = read_lease(lease_location(folder, run), client)
         if current is None:
             continue
         record = current[0]
@@ -260,20 +262,21 @@ def _name(loc: Location) -> str:
 
 # Storage: read, conditional put, conditional delete. A failed precondition is an answer (None/False), not an error.
 
-def _read(loc: Location, client) -> Optional[Tuple[dict, str]]:
+def read_lease(loc: Location, client) -> Optional[Tuple[dict, str]]:
+    """The lease's record and version, or None when there is none."""
     if loc.is_s3:
         try:
             resp = client.get_object(Bucket=loc.bucket, Key=loc.key)
-        except client.exceptions.NoSuchKey:
-            return None
         except client.exceptions.ClientError as e:
+            if is_not_found(e):
+                return None
             raise _failure("read", loc, e) from None
         return _parse(resp["Body"].read()), resp["ETag"]
     with _locked(loc):
         return _read_local(loc.key)
 
 
-def _put(loc: Location, record: dict, expect: Optional[str], client) -> Optional[str]:
+def put_lease(loc: Location, record: dict, expect: Optional[str], client) -> Optional[str]:
     """Write `record` if the lease is absent (expect None) or still at version `expect`; the new version or None."""
     body = json.dumps(record, indent=2, sort_keys=True).encode()
     if loc.is_s3:
@@ -299,7 +302,7 @@ def _delete(loc: Location, expect: str, client) -> bool:
             client.delete_object(Bucket=loc.bucket, Key=loc.key, IfMatch=expect)
             return True
         except client.exceptions.ClientError as e:
-            if _code(e) == "NoSuchKey":  # gone already (a retried delete that had landed)
+            if is_not_found(e):  # gone already (a retried delete that had landed)
                 return True
             if _lost_race(e):
                 return False
@@ -315,21 +318,17 @@ def _delete(loc: Location, expect: str, client) -> bool:
 
 def _lost_race(error) -> bool:
     """412: the condition failed; 409: a concurrent conditional write won; 404: If-Match on a deleted lease."""
-    return _status(error) in (409, 412) or _code(error) in ("PreconditionFailed", "ConditionalRequestConflict",
-                                                            "NoSuchKey")
+    lost = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
+    return _status(error) in (409, 412) or error_code(error) in lost
 
 
 def _status(error) -> Optional[int]:
     return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
 
 
-def _code(error) -> str:
-    return error.response.get("Error", {}).get("Code", "")
-
-
 def _failure(verb: str, loc: Location, error) -> PipelineError:
     hint = ": the markers store must support S3 conditional writes" if _status(error) == 501 else ""
-    return PipelineError(f"cannot {verb} the lease {loc.uri}: {_code(error) or _status(error)}{hint}")
+    return PipelineError(f"cannot {verb} the lease {loc.uri}: {error_code(error) or _status(error)}{hint}")
 
 
 def _read_local(path: str) -> Optional[Tuple[dict, str]]:
@@ -387,6 +386,7 @@ def _proc_stat(pid: int) -> Optional[Tuple[str, int]]:
     return fields[0], int(fields[19])
 
 
-def _process_start(pid: int) -> Optional[int]:
+def process_start(pid: int) -> Optional[int]:
+    """When `pid` started, in clock ticks since boot (None when it is not running here)."""
     stat = _proc_stat(pid)
     return stat[1] if stat else None

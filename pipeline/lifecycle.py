@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from spark import storage
-from spark.report import completeness_problem
+from spark.report import completeness_problem, report_location
 from spark.spec import BatchSpec
 from spark.storage import Location
 
@@ -136,14 +136,14 @@ def run_job(ctx: Context, launcher: Launcher, spec: BatchSpec, record: Location,
     reports = storage.parse_location(spec.reports)
     if not launcher.keeps_earlier_reports:
         for run in sorted(store.reported_runs(reports) & set(spec.runs)):
-            storage.delete(reports.child(f"run={run}.json"), store.client)
+            storage.delete(report_location(reports, run), store.client)
     return launcher.run(spec, record, store, status, job_progress(status), with_credentials)
 
 
 def read_reports(store: MarkerStore, folder: Location, runs: Sequence[str]) -> Dict[str, Optional[dict]]:
     """Each run's report, None where there is none (decided from one listing: a missing object costs more)."""
     present = store.reported_runs(folder)
-    return {run: store.read_json(folder.child(f"run={run}.json")) if run in present else None for run in runs}
+    return {run: store.read_json(report_location(folder, run)) if run in present else None for run in runs}
 
 
 def settle(store: MarkerStore, mode, batch_id: str, todo: List[str], outcome: BatchOutcome,

@@ -12,9 +12,10 @@ from typing import Dict, List, Sequence, Tuple
 
 from spark import storage
 from spark.archive import UNREADABLE_STORAGE_CLASSES, archived_objects, data_objects
+from spark.runid import RUN_PREFIX, folder_name, run_of_folder
 from spark.storage import Location, ObjectInfo
 
-from . import estimate, runs
+from . import estimate
 
 
 @dataclass
@@ -36,7 +37,7 @@ def enumerate_runs(archive: Location, client=None) -> Tuple[List[str], List[Dict
     """All run ids in the archive, oldest first, and the folders skipped with the reason why."""
     found, skipped = [], []
     for name in storage.list_children(archive, client):
-        run = runs.parse_run_id(name[len(runs.RUN_PREFIX):]) if name.startswith(runs.RUN_PREFIX) else None
+        run = run_of_folder(name)
         if run is None:
             skipped.append({"run": name, "reason": "not a run folder (expected run=YYYY-MM-DD-HH-MM-SS)"})
         else:
@@ -53,16 +54,16 @@ def survey_runs(archive: Location, run_ids: Sequence[str], client=None, check_re
     if not wanted:
         return out
     by_run: Dict[str, List[ObjectInfo]] = defaultdict(list)
-    first = f"{runs.RUN_PREFIX}{min(wanted)}"
+    first = folder_name(min(wanted))
     for obj in storage.list_objects(archive, client, start_after=first[:-1]):
         folder, _, name = obj.name.partition("/")
-        run = folder[len(runs.RUN_PREFIX):] if folder.startswith(runs.RUN_PREFIX) else None
+        run = folder[len(RUN_PREFIX):] if folder.startswith(RUN_PREFIX) else None
         if run in wanted and name:
             by_run[run].append(ObjectInfo(name, obj.size, obj.storage_class))
     for run in run_ids:
         data = data_objects(by_run.get(run, []))
         if check_restores and archive.is_s3:
-            unreadable = archived_objects(archive.child(f"{runs.RUN_PREFIX}{run}"), data, client)
+            unreadable = archived_objects(archive.child(folder_name(run)), data, client)
         elif check_restores:
             unreadable = [o.name for o in data if o.storage_class in UNREADABLE_STORAGE_CLASSES]
         else:

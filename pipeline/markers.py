@@ -12,9 +12,10 @@ from datetime import datetime, timezone
 from typing import Dict, Iterable, Optional, Set
 
 from spark import storage
+from spark.errors import is_not_found
+from spark.report import report_location
+from spark.runid import file_name, run_of_file
 from spark.storage import Location
-
-_MARKER_PREFIX, _MARKER_SUFFIX = "run=", ".json"
 
 # Luigi asks every batch task whether it is complete; they share one listing per process for a few seconds.
 _listing_cache: Dict[str, tuple] = {}
@@ -35,7 +36,7 @@ class MarkerStore:
         return self._client
 
     def marker(self, run: str) -> Location:
-        return self.folder.child(f"{_MARKER_PREFIX}{run}{_MARKER_SUFFIX}")
+        return self.folder.child(file_name(run))
 
     def batch_spec(self, batch_id: str) -> Location:
         return self.folder.child("_batches", f"{batch_id}.json")
@@ -44,7 +45,7 @@ class MarkerStore:
         return self.folder.child("_reports", batch_id)
 
     def report(self, batch_id: str, run: str) -> Location:
-        return self.reports(batch_id).child(f"run={run}.json")
+        return report_location(self.reports(batch_id), run)
 
     def reported_runs(self, folder: Location) -> Set[str]:
         """Runs with a report in a reports folder, from one listing."""
@@ -84,10 +85,8 @@ class MarkerStore:
         """The JSON object at `loc`, or None when it is absent."""
         try:
             return json.loads(storage.read_bytes(loc, self.client))
-        except (FileNotFoundError, KeyError):
-            return None
-        except Exception as e:  # boto3's NoSuchKey is a ClientError subclass made at runtime
-            if "NoSuchKey" in type(e).__name__ or "NoSuchKey" in str(e) or "404" in str(e):
+        except Exception as e:  # only "not found" is an answer: anything else is raised
+            if is_not_found(e):
                 return None
             raise
 
@@ -101,8 +100,7 @@ class MarkerStore:
 
 def runs_named(names: Iterable[str]) -> Set[str]:
     """The run ids of `run=<id>.json` names among `names`."""
-    return {n[len(_MARKER_PREFIX):-len(_MARKER_SUFFIX)] for n in names
-            if n.startswith(_MARKER_PREFIX) and n.endswith(_MARKER_SUFFIX)}
+    return {run for run in map(run_of_file, names) if run is not None}
 
 
 def utc_now() -> str:

@@ -5,20 +5,9 @@ import re
 from datetime import datetime
 from typing import Iterable, List, Optional, Tuple
 
+from spark.runid import RUN_PREFIX, parse_run_id
+
 from .errors import PipelineError
-
-RUN_FORMAT = "%Y-%m-%d-%H-%M-%S"
-RUN_PREFIX = "run="
-
-
-def parse_run_id(text: str) -> Optional[str]:
-    """The run id when `text` is exactly a real timestamp in EmrEtlRunner's format, else None."""
-    if len(text) != 19:
-        return None
-    try:
-        return datetime.strptime(text, RUN_FORMAT).strftime(RUN_FORMAT)
-    except ValueError:
-        return None
 
 
 def parse_since(value: str, flag: str = "--since", time_of_day: str = "00-00-00") -> Optional[str]:

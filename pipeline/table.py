@@ -8,18 +8,11 @@ from typing import Optional
 
 from botocore.exceptions import ClientError
 
+from spark.manifest import ATTRIBUTES, KEY_SCHEMA, MANIFEST_KEY_SHAPE, TTL_ATTRIBUTE, key_shape
+
 from .errors import PipelineError
 
 log = logging.getLogger("manifest.table")
-
-KEY_SCHEMA = [
-    {"AttributeName": "eventId", "KeyType": "HASH"},
-    {"AttributeName": "fingerprint", "KeyType": "RANGE"},
-]
-ATTRIBUTES = [
-    {"AttributeName": "eventId", "AttributeType": "S"},
-    {"AttributeName": "fingerprint", "AttributeType": "S"},
-]
 
 
 @dataclass
@@ -29,7 +22,6 @@ class TableInfo:
     billing_mode: str  # PROVISIONED or PAY_PER_REQUEST
     write_capacity: int  # provisioned WCU; 0 on-demand
     ttl_enabled: bool
-    item_count: int = 0
 
 
 def describe_table(client, table: str, region: str) -> Optional[TableInfo]:
@@ -41,26 +33,26 @@ def describe_table(client, table: str, region: str) -> Optional[TableInfo]:
             return None
         code = e.response["Error"]["Code"]
         raise PipelineError(f"cannot describe DynamoDB table '{table}' in {region}: {code}") from None
-    types = {a["AttributeName"]: a["AttributeType"] for a in desc.get("AttributeDefinitions", [])}
-    keys = [(k["AttributeName"], k["KeyType"]) for k in desc["KeySchema"]]
-    if keys != [("eventId", "HASH"), ("fingerprint", "RANGE")] or types.get("eventId") != "S" or types.get(
-        "fingerprint"
-    ) != "S":
-        shape = ", ".join(f"{n} {types.get(n, '?')} {t}" for n, t in keys)
+    shape = key_shape(desc["KeySchema"], desc.get("AttributeDefinitions", []))
+    if shape != MANIFEST_KEY_SHAPE:
         raise PipelineError(
-            f"DynamoDB table '{table}' in {region} has key schema [{shape}], "
-            "expected [eventId S HASH, fingerprint S RANGE]: nothing was written"
+            f"DynamoDB table '{table}' in {region} has key schema [{_shown(shape)}], "
+            f"expected [{_shown(MANIFEST_KEY_SHAPE)}]: nothing was written"
         )
     billing = desc.get("BillingModeSummary", {}).get("BillingMode", "PROVISIONED")
     wcu = int(desc.get("ProvisionedThroughput", {}).get("WriteCapacityUnits") or 0)
     if billing == "PAY_PER_REQUEST":
         wcu = 0
-    return TableInfo(table, region, billing, wcu, ttl_enabled(client, table), int(desc.get("ItemCount", 0)))
+    return TableInfo(table, region, billing, wcu, ttl_enabled(client, table))
+
+
+def _shown(shape) -> str:
+    return ", ".join(" ".join(attribute) for attribute in shape)
 
 
 def ttl_enabled(client, table: str) -> bool:
     ttl = client.describe_time_to_live(TableName=table).get("TimeToLiveDescription", {})
-    return ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") == "ttl"
+    return ttl.get("TimeToLiveStatus") in ("ENABLED", "ENABLING") and ttl.get("AttributeName") == TTL_ATTRIBUTE
 
 
 def ensure_table(client, table: str, region: str, create: bool) -> TableInfo:
@@ -102,7 +94,7 @@ def enable_ttl(client, table: str, region: str, timeout: float = 300.0) -> None:
         return
     try:
         client.update_time_to_live(TableName=table,
-                                   TimeToLiveSpecification={"Enabled": True, "AttributeName": "ttl"})
+                                   TimeToLiveSpecification={"Enabled": True, "AttributeName": TTL_ATTRIBUTE})
     except ClientError as e:
         if "already enabled" not in str(e).lower():
             raise

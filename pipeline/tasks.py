@@ -18,6 +18,8 @@ from typing import Callable, Dict
 
 import luigi
 
+from spark.errors import one_line
+
 from .backfill import Backfill, find, open_backfill
 from .errors import PipelineError
 from .estimate import Prices
@@ -249,4 +251,4 @@ class PopulateManifest(BackfillCommand):
         try:
             self._summarise(owner)
         except Exception as e:  # noqa: BLE001 - best effort while exiting: say so, never mask the exit code
-            log.warning("no summary written: %s", " ".join(str(e).split()))
+            log.warning("no summary written: %s", one_line(e))

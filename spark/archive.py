@@ -11,6 +11,9 @@ import itertools
 import zlib
 from typing import Iterable, Iterator, List, Optional
 
+from botocore.exceptions import ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+from spark.errors import error_line
 from spark.storage import Location, ObjectInfo, s3_client
 
 UNREADABLE_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")  # GLACIER_IR is read like STANDARD
@@ -57,12 +60,6 @@ def iter_chunks(loc: Location, client=None, chunk_size: int = READ_CHUNK) -> Ite
                 if not chunk:
                     return
                 yield chunk
-    from botocore.exceptions import (
-        ConnectionClosedError,
-        IncompleteReadError,
-        ReadTimeoutError,
-        ResponseStreamingError,
-    )
 
     client = client or s3_client()
     offset = 0
@@ -169,8 +166,4 @@ def read_lines(loc: Location, client=None, name: Optional[str] = None) -> Iterat
     except ArchiveReadError:
         raise
     except Exception as e:  # noqa: BLE001 - S3 and OS errors alike become one line naming the object
-        raise ArchiveReadError(f"{name}: cannot read: {_one_line(e)}") from None
-
-
-def _one_line(e: BaseException) -> str:
-    return " ".join(f"{type(e).__name__}: {e}".split())
+        raise ArchiveReadError(f"{name}: cannot read: {error_line(e)}") from None

@@ -19,7 +19,6 @@ from spark.report import MALFORMED_REASONS, MAX_EXAMPLES
 FIELD_COUNT = 131  # every enriched-event TSV since R71
 ETL_TSTAMP_FIELD = 2
 EVENT_ID_FIELD = 6
-FINGERPRINT_FIELD = 129
 SECONDS_PER_DAY = 86400
 
 _TABS = FIELD_COUNT - 1
@@ -111,7 +110,7 @@ def scan_lines(batches: Iterable[List[bytes]], source: str, tally: LineTally,
                     if ms is None:
                         reason = "etl_tstamp"
                     else:
-                        fingerprint = line.rsplit(b"\t", 2)[1]
+                        fingerprint = line.rsplit(b"\t", 2)[1]  # field 129 of 131
                         if not fingerprint:
                             no_fingerprint += 1
                         else:
@@ -127,17 +126,6 @@ def scan_lines(batches: Iterable[List[bytes]], source: str, tally: LineTally,
         tally.valid += valid
         tally.min_etl_ms = min_ms
         no_fingerprint = valid = 0
-
-
-def classify_line(line: bytes) -> Tuple[str, Optional[Event]]:
-    """One line's outcome: ('valid', event), ('no_fingerprint', None) or (malformed reason, None)."""
-    tally = LineTally()
-    events = list(scan_lines([[line]], "line", tally))
-    if events:
-        return "valid", events[0]
-    if tally.no_fingerprint:
-        return "no_fingerprint", None
-    return next(r for r, n in tally.malformed.items() if n), None
 
 
 def etl_seconds(etl_ms: int) -> int:
@@ -169,24 +157,34 @@ def merge_copies(a: Copies, b: Copies) -> Copies:
     return tuple(sorted((etl, run, n) for run, (etl, n) in per_run.items()))
 
 
+def split_copies(copies: Copies, ttl_days: Optional[int] = None,
+                 now: Optional[float] = None) -> Tuple[List[Tuple[int, str]], List[Tuple[str, str, int]]]:
+    """A key's targets, (etlTime, run) earliest first, and what its other copies come to as (run, outcome, n).
+
+    Extra copies within a run are in-run duplicates. With `ttl_days`, a copy whose ttl is already past is expired
+    and no target: the populator never writes it and DynamoDB deletes it.
+    """
+    targets = []
+    settled = []
+    for etl, run, n in copies:
+        if n > 1:
+            settled.append((run, "in_run_duplicates", n - 1))
+        if ttl_days is not None and is_expired(ttl_for(etl, ttl_days), now):
+            settled.append((run, "expired", 1))
+        else:
+            targets.append((etl, run))
+    return sorted(targets), settled
+
+
 def settle(copies: Copies, ttl_days: int, now: float,
            write_expired: bool) -> Tuple[Optional[Tuple[int, str]], List[Tuple[str, str, int]]]:
     """The (etlTime, run) to write for one key, or None, and the outcome of every other copy as (run, outcome, n).
 
-    Extra copies within a run are in-run duplicates; a run's copy whose ttl is past is expired (unless
-    `write_expired`); of the rest the earliest (etlTime, run) wins and the others are batch duplicates.
+    The copies split as a clean or verify splits them (expired ones kept when `write_expired`); of the targets the
+    earliest (etlTime, run) wins and the others are batch duplicates.
     """
-    outcomes = []
-    candidates = []
-    for etl, run, n in copies:
-        if n > 1:
-            outcomes.append((run, "in_run_duplicates", n - 1))
-        if not write_expired and is_expired(ttl_for(etl, ttl_days), now):
-            outcomes.append((run, "expired", 1))
-        else:
-            candidates.append((etl, run))
-    if not candidates:
+    targets, outcomes = split_copies(copies, None if write_expired else ttl_days, now)
+    if not targets:
         return None, outcomes
-    winner = min(candidates)
-    outcomes.extend((run, "batch_duplicates", 1) for etl, run in candidates if (etl, run) != winner)
-    return winner, outcomes
+    outcomes.extend((run, "batch_duplicates", 1) for etl, run in targets[1:])
+    return targets[0], outcomes

@@ -1,8 +1,8 @@
 """Undoing and proving a backfill: conditional deletes of the items runs wrote, and reads that check them.
 
 Both take keys the job has already collapsed: (event_id, fingerprint, targets), the targets being the (etlTime, run)
-of each run of the batch holding the key, etlTime what the populator writes for that run (same parsing, same rule).
-Requests, retries, backoff and budgets are the write path's (spark.writer), so throttling is handled alike.
+of each run of the batch holding the key, etlTime what the populator writes for that run (same parsing, same rule:
+spark.events.split_copies). Requests, retries, backoff, budgets and tallies are spark.dynamo's, as for the writes.
 
 - clean: DeleteItem conditioned on `etlTime = :etl`, returning the item when the condition fails, so one request
   tells deleted, not present, and kept (an item with another etlTime: another run's, never touched). A key's targets
@@ -18,22 +18,15 @@ from __future__ import annotations
 import hashlib
 import heapq
 import time
-from typing import Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Callable, Dict, Iterable, List, NamedTuple, Tuple
 
 from botocore.exceptions import ClientError
 
-from spark.events import Copies, is_expired, ttl_for
+from spark import dynamo
+from spark.errors import error_code
+from spark.events import Copies, split_copies
+from spark.manifest import ETL_TIME, Key, key_attributes
 from spark.ratelimit import TokenBucket
-from spark.report import MAX_EXAMPLES
-from spark.writer import (
-    BATCH_GET_SIZE,
-    CONDITIONAL_CHUNK,
-    COUNT_NAMES,
-    THROTTLE,
-    ManifestItem,
-    TableRequests,
-    in_threads,
-)
 
 Target = Tuple[int, str]  # (etlTime the run writes for the key, run id)
 KeyTargets = Tuple[str, str, List[Target]]  # (event_id, fingerprint, targets earliest first)
@@ -42,7 +35,6 @@ CLEAN_COUNTS = ("deleted", "not_present", "kept_older", "kept_newer", "delete_fa
                 "wcu_consumed")
 VERIFY_COUNTS = ("found", "missing", "later_etl_time", "read_failures", "throttle_retries", "rcu_consumed")
 _DELETED, _ABSENT, _OTHER, _FAILED = "deleted", "absent", "other", "failed"
-_READ_RETRIES = COUNT_NAMES.index("throttle_retries")  # where TableRequests.read_existing counts its retries
 
 
 class CheckResult(NamedTuple):
@@ -50,26 +42,7 @@ class CheckResult(NamedTuple):
     examples: Dict[str, List[str]]  # per run, up to MAX_EXAMPLES missing or late keys (event ids, no personal data)
 
 
-# --- pure rules ---------------------------------------------------------------------------------------------
-
-def split_copies(copies: Copies, ttl_days: Optional[int] = None,
-                 now: Optional[float] = None) -> Tuple[List[Target], List[Tuple[str, str, int]]]:
-    """A key's targets, earliest first, and what its other copies come to as (run, outcome, n).
-
-    Extra copies within a run are in-run duplicates. With `ttl_days`, a copy whose ttl is already past is expired
-    and no target: the populator never writes it and DynamoDB deletes it.
-    """
-    targets: List[Target] = []
-    settled = []
-    for etl, run, n in copies:
-        if n > 1:
-            settled.append((run, "in_run_duplicates", n - 1))
-        if ttl_days is not None and is_expired(ttl_for(etl, ttl_days), now):
-            settled.append((run, "expired", 1))
-        else:
-            targets.append((etl, run))
-    return sorted(targets), settled
-
+# --- the verify sample (pure) -------------------------------------------------------------------------------
 
 def sample_hash(seed: int, run: str, event_id: str, fingerprint: str) -> int:
     """The key's place in the run's sample order: the same in every process."""
@@ -141,75 +114,82 @@ def delete_items(
     """Delete the items the targets' runs wrote; per run CLEAN_COUNTS, each target counted once.
 
     `limiter` is taken 1 WCU per DeleteItem before it is sent, retries included. A target still throttled after
-    `max_retry_seconds` is a delete failure, never raised; other errors raise writer.WriteError.
+    `max_retry_seconds` is a delete failure, never raised; other errors raise dynamo.WriteError.
     """
-    requests = TableRequests(client, table, limiter, None, max_retry_seconds, clock, sleep)
+    requests = dynamo.TableRequests(client, table, limiter, None, max_retry_seconds, clock, sleep)
 
-    def handle(chunk: List[KeyTargets], tally: dict) -> None:
+    def handle(chunk: List[KeyTargets], tally: dynamo.Tally) -> None:
         for event_id, fingerprint, targets in chunk:
             _clean_key(requests, event_id, fingerprint, targets, tally)
 
-    return _add_up(in_threads(keys, handle, CONDITIONAL_CHUNK, concurrency), CLEAN_COUNTS)
+    return dynamo.add_up(dynamo.in_threads(keys, handle, dynamo.ITEM_CHUNK, concurrency), CLEAN_COUNTS)
 
 
-def _clean_key(requests: TableRequests, event_id: str, fingerprint: str, targets: List[Target],
-               tally: dict) -> None:
+def _clean_key(requests: dynamo.TableRequests, event_id: str, fingerprint: str, targets: List[Target],
+               tally: dynamo.Tally) -> None:
     etls = sorted({etl for etl, _ in targets})
     runs_of = {etl: [run for e, run in targets if e == etl] for etl in etls}
+
+    def count(some: Iterable[int], name: str) -> None:
+        for etl in some:
+            for run in runs_of[etl]:
+                tally.add(run, name)
+
     i = 0
     while i < len(etls):
         first = runs_of[etls[i]][0]
         outcome, old, retries = _delete(requests, event_id, fingerprint, etls[i])
-        _bump(tally, first, "throttle_retries", retries)
+        tally.add(first, "throttle_retries", retries)
         if outcome == _FAILED:
-            _bump_all(tally, runs_of, etls[i:], "delete_failures")
+            count(etls[i:], "delete_failures")
             return
-        _bump(tally, first, "wcu_consumed", 1)
+        tally.add(first, "wcu_consumed")
         if outcome == _DELETED:
-            _bump_all(tally, runs_of, etls[i:i + 1], "deleted")
-            _bump_all(tally, runs_of, etls[i + 1:], "not_present")  # gone with this delete
+            count(etls[i:i + 1], "deleted")
+            count(etls[i + 1:], "not_present")  # gone with this delete
             return
         if outcome == _ABSENT:
-            _bump_all(tally, runs_of, etls[i:], "not_present")
+            count(etls[i:], "not_present")
             return
         following = etls.index(old, i + 1) if old in etls[i + 1:] else len(etls)
         for etl in etls[i:following]:
-            _bump_all(tally, runs_of, [etl], "kept_older" if old < etl else "kept_newer")
+            count([etl], "kept_older" if old < etl else "kept_newer")
         i = following  # the target whose etlTime the item holds, if any
 
 
-def _delete(requests: TableRequests, event_id: str, fingerprint: str, etl: int) -> Tuple[str, int, int]:
+def _delete(requests: dynamo.TableRequests, event_id: str, fingerprint: str, etl: int) -> Tuple[str, int, int]:
     """One conditional delete: (outcome, the item's etlTime when another (-1 if it has none), throttle retries)."""
     request = {
         "TableName": requests.table,
-        "Key": {"eventId": {"S": event_id}, "fingerprint": {"S": fingerprint}},
+        "Key": key_attributes(event_id, fingerprint),
         "ConditionExpression": DELETE_CONDITION,
         "ExpressionAttributeValues": {":etl": {"N": str(etl)}},
         "ReturnValuesOnConditionCheckFailure": "ALL_OLD",
     }
-    started = None
-    attempt = retries = 0
-    while True:
-        requests.limiter.take(1)
-        if started is None:
-            started = requests.clock()
+    answer = (_FAILED, 0)
+    retries = 0
+
+    def attempt() -> int:
+        nonlocal answer
         try:
             requests.client.delete_item(**request)
-            return _DELETED, etl, retries
-        except Exception as e:  # noqa: BLE001 - sorted by retry_kind
-            if isinstance(e, ClientError) and e.response.get("Error", {}).get("Code") == \
-                    "ConditionalCheckFailedException":
-                item = e.response.get("Item")
-                if not item:
-                    return _ABSENT, 0, retries
-                return _OTHER, int(item["etlTime"]["N"]) if "etlTime" in item else -1, retries
-            kind = requests.retry_kind(e, "DeleteItem")
-        if requests.clock() - started >= requests.max_retry_seconds:
-            return _FAILED, 0, retries
-        if kind == THROTTLE:
-            retries += 1
-        requests.backoff(attempt)
-        attempt += 1
+            answer = (_DELETED, etl)
+        except ClientError as e:
+            if error_code(e) != dynamo.CONDITION_FAILED:
+                raise
+            item = e.response.get("Item")
+            if not item:
+                answer = (_ABSENT, 0)
+            else:
+                answer = (_OTHER, int(item[ETL_TIME]["N"]) if ETL_TIME in item else -1)
+        return 0
+
+    def throttled() -> None:
+        nonlocal retries
+        retries += 1
+
+    requests.send("DeleteItem", requests.limiter, lambda: 1, 1, attempt, throttled)
+    return answer + (retries,)
 
 
 # --- verify: reads ------------------------------------------------------------------------------------------
@@ -228,66 +208,32 @@ def check_items(
     """Read every key and check each target: found (etlTime at or before the target's), missing, or later.
 
     `read_limiter` is taken 1 RCU per key of each BatchGetItem before it is sent, retries included. Keys still
-    unread after `max_retry_seconds` are read failures; other errors raise writer.WriteError. Never writes.
+    unread after `max_retry_seconds` are read failures; other errors raise dynamo.WriteError. Never writes.
     """
-    requests = TableRequests(client, table, None, read_limiter, max_retry_seconds, clock, sleep)
+    requests = dynamo.TableRequests(client, table, None, read_limiter, max_retry_seconds, clock, sleep)
 
-    def handle(chunk: List[KeyTargets], tally: dict) -> None:
-        owners: Dict[Tuple[str, str], ManifestItem] = {}
-        targets_of: Dict[Tuple[str, str], List[Target]] = {}
+    def handle(chunk: List[KeyTargets], tally: dynamo.Tally) -> None:
+        owners: Dict[Key, str] = {}  # the run a key's read is counted for: its earliest target's
+        targets_of: Dict[Key, List[Target]] = {}
         for event_id, fingerprint, targets in chunk:
             key = (event_id, fingerprint)
             targets_of.setdefault(key, []).extend(targets)
-            owners.setdefault(key, ManifestItem(event_id, fingerprint, targets[0][0], 0, targets[0][1]))
-        retry_rows: Dict[str, list] = {}
-        existing, unread = requests.read_existing(owners, retry_rows)
-        for run, row in retry_rows.items():
-            _bump(tally, run, "throttle_retries", row[_READ_RETRIES])
+            owners.setdefault(key, targets[0][1])
+        existing, unread = requests.read_keys(owners, tally)
         for key, targets in targets_of.items():
             if key in unread:
                 for _, run in targets:
-                    _bump(tally, run, "read_failures", 1)
+                    tally.add(run, "read_failures")
                 continue
-            _bump(tally, owners[key].run, "rcu_consumed", 1)
+            tally.add(owners[key], "rcu_consumed")
             held = existing.get(key)
             for etl, run in targets:
                 if held is not None and held <= etl:  # -1: an item without etlTime still stops the shredder
-                    _bump(tally, run, "found", 1)
+                    tally.add(run, "found")
                     continue
-                _bump(tally, run, "missing" if held is None else "later_etl_time", 1)
-                examples = tally.setdefault(("examples", run), [])
-                if len(examples) < MAX_EXAMPLES:
-                    what = "absent" if held is None else f"etlTime {held} after the run's {etl}"
-                    examples.append(f"{key[0]} {key[1]}: {what}")
+                tally.add(run, "missing" if held is None else "later_etl_time")
+                what = "absent" if held is None else f"etlTime {held} after the run's {etl}"
+                tally.example(run, f"{key[0]} {key[1]}: {what}")
 
-    tallies = in_threads(keys, handle, BATCH_GET_SIZE, concurrency)
-    examples: Dict[str, List[str]] = {}
-    for tally in tallies:
-        for name in [k for k in tally if isinstance(k, tuple)]:
-            run = name[1]
-            examples[run] = (examples.get(run, []) + tally.pop(name))[:MAX_EXAMPLES]
-    return CheckResult(_add_up(tallies, VERIFY_COUNTS), examples)
-
-
-# --- tallies ------------------------------------------------------------------------------------------------
-
-def _bump(tally: dict, run: str, name: str, n: int) -> None:
-    if n:
-        row = tally.setdefault(run, {})
-        row[name] = row.get(name, 0) + n
-
-
-def _bump_all(tally: dict, runs_of: Dict[int, List[str]], etls: Iterable[int], name: str) -> None:
-    for etl in etls:
-        for run in runs_of[etl]:
-            _bump(tally, run, name, 1)
-
-
-def _add_up(tallies: List[dict], names: Tuple[str, ...]) -> Dict[str, Dict[str, int]]:
-    totals: Dict[str, Dict[str, int]] = {}
-    for tally in tallies:
-        for run, row in tally.items():
-            counts = totals.setdefault(run, dict.fromkeys(names, 0))
-            for name, value in row.items():
-                counts[name] += value
-    return totals
+    tallies = dynamo.in_threads(keys, handle, dynamo.BATCH_GET_SIZE, concurrency)
+    return CheckResult(dynamo.add_up(tallies, VERIFY_COUNTS), dynamo.examples_of(tallies))

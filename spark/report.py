@@ -1,12 +1,15 @@
 """Per-run reports: what the job read and did for one run, and the rule that decides whether the run is done.
 
 The pipeline marks a run only when `completeness_problem(report)` is None, so this module is the one place that
-says what "complete" means.
+says what "complete" means. A batch's reports are `run=<id>.json` in the folder its spec names.
 """
 from __future__ import annotations
 
 import json
 from typing import Dict, List, Optional
+
+from spark.runid import file_name
+from spark.storage import Location
 
 MALFORMED_REASONS = ("field_count", "event_id", "etl_tstamp")
 MAX_EXAMPLES = 10
@@ -104,12 +107,13 @@ def completeness_problem(report: Dict) -> Optional[str]:
     return None
 
 
+def report_location(reports: Location, run: str) -> Location:
+    """Where the job writes the report of `run` in a batch's reports folder."""
+    return reports.child(file_name(run))
+
+
 def dumps(report: Dict) -> str:
     return json.dumps(report, indent=2, sort_keys=True)
-
-
-def loads(text: str) -> Dict:
-    return json.loads(text)
 
 
 def merge_examples(examples: List[str], more: List[str]) -> List[str]:

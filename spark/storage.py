@@ -8,7 +8,11 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
-from typing import IO, Iterator, List, Optional
+from typing import List
+
+from botocore.exceptions import ClientError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
+
+from spark.errors import error_code, is_not_found
 
 S3_SCHEMES = ("s3", "s3a", "s3n")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -86,6 +90,7 @@ def _local(path: str, original: str) -> Location:
 
 def s3_client(session=None):
     """An S3 client with retries for transient faults (500s, resets) in adaptive mode."""
+    # boto3 is imported where a client is made: a task that reads local files only never pays its ~0.15 s import.
     import boto3
     from botocore.config import Config
 
@@ -153,24 +158,14 @@ def exists(loc: Location, client=None) -> bool:
     if not loc.is_s3:
         return os.path.exists(loc.key)
     client = client or s3_client()
-    from botocore.exceptions import ClientError
-
     try:
         prefix = loc.key.rstrip("/") + "/" if loc.key else ""
         resp = client.list_objects_v2(Bucket=loc.bucket, Prefix=prefix, MaxKeys=1)
     except ClientError as e:
-        if e.response.get("Error", {}).get("Code") in ("NoSuchBucket", "404"):
+        if is_not_found(e) or error_code(e) == "NoSuchBucket":
             return False
         raise
     return bool(resp.get("KeyCount")) or not loc.key
-
-
-def open_stream(loc: Location, client=None) -> IO[bytes]:
-    """A readable binary stream of one object, not loaded into memory."""
-    if not loc.is_s3:
-        return open(loc.key, "rb")
-    client = client or s3_client()
-    return client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
 
 
 def read_bytes(loc: Location, client=None, attempts: int = 4) -> bytes:
@@ -178,8 +173,6 @@ def read_bytes(loc: Location, client=None, attempts: int = 4) -> bytes:
     if not loc.is_s3:
         with open(loc.key, "rb") as f:
             return f.read()
-    from botocore.exceptions import IncompleteReadError, ReadTimeoutError, ResponseStreamingError
-
     client = client or s3_client()
     for attempt in range(1, attempts + 1):
         body = client.get_object(Bucket=loc.bucket, Key=loc.key)["Body"]
@@ -193,15 +186,15 @@ def read_bytes(loc: Location, client=None, attempts: int = 4) -> bytes:
     raise AssertionError("unreachable")
 
 
-def write_bytes(loc: Location, data: bytes, client=None, encrypt: bool = False, private: bool = False) -> None:
+def write_bytes(loc: Location, data: bytes, client=None, encrypt: bool = False) -> None:
     """Write atomically: local files go through a temp file and rename, S3 PUTs are atomic by nature.
 
-    `encrypt` asks S3 for server-side encryption (KMS); `private` makes local files 0600.
+    `encrypt` asks S3 for server-side encryption (KMS).
     """
     if not loc.is_s3:
         os.makedirs(os.path.dirname(loc.key) or ".", exist_ok=True)
         tmp = f"{loc.key}.tmp-{os.getpid()}"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
@@ -227,15 +220,3 @@ def delete_all(folder: Location, client=None) -> None:
     """Every object under `folder` (one listing, one delete each)."""
     for obj in list_objects(folder, client):
         delete(folder.child(obj.name), client)
-
-
-def iter_lines_local(path: str) -> Iterator[bytes]:
-    with open(path, "rb") as f:
-        yield from f
-
-
-def relative(parent: Location, child: Location) -> Optional[str]:
-    """The path of `child` under `parent`, or None when it is not beneath it."""
-    if not parent.contains(child):
-        return None
-    return child.key[len(parent.key.rstrip("/")):].lstrip("/")

@@ -9,8 +9,8 @@ import time
 import boto3
 import pytest
 
-from pipeline import table
 from pipeline.markers import MarkerStore
+from spark.manifest import ATTRIBUTES, KEY_SCHEMA
 from spark.storage import parse_location
 from tests.cli import (
     ARCHIVE,
@@ -115,7 +115,7 @@ def test_since_boundaries_in_the_dry_run(archive, tmp_path):
     runs, _, endpoint = archive
     storage = storage_config(tmp_path / "dynamodb.json", "manifest")
     boto3.client("dynamodb").create_table(TableName="manifest", BillingMode="PAY_PER_REQUEST",
-                                          KeySchema=table.KEY_SCHEMA, AttributeDefinitions=table.ATTRIBUTES)
+                                          KeySchema=KEY_SCHEMA, AttributeDefinitions=ATTRIBUTES)
     for since, expected in [(runs[2], runs[2:]), (runs[0][:10], [r for r in runs if r[:10] >= runs[0][:10]]),
                             ("", runs)]:
         out = tmp_path / "plan.json"

@@ -15,8 +15,8 @@ from bench.archive import generate_archive
 from pipeline.importing import import_id, record_location, staging_location
 from pipeline.markers import MarkerStore
 from pipeline.params import backfill_id
-from pipeline.table import ATTRIBUTES, KEY_SCHEMA
 from spark import report as reports
+from spark.manifest import ATTRIBUTES, KEY_SCHEMA
 from spark.storage import parse_location
 from tests.cli import (
     ARCHIVE,

@@ -14,8 +14,8 @@ import pytest
 from botocore.exceptions import ClientError, ConnectionClosedError
 
 from bench.dynamo_endpoint import fetch_stats, reset_stats, start_endpoint, stop, write_units
-from pipeline.table import ATTRIBUTES, KEY_SCHEMA
-from spark.writer import dynamodb_client
+from spark.dynamo import dynamodb_client
+from spark.manifest import ATTRIBUTES, KEY_SCHEMA
 
 TABLE = "manifest"
 

@@ -5,6 +5,8 @@ import json
 import pytest
 
 from spark import job
+from spark.manifest import ManifestItem, import_line
+from spark.passes import PassConfig, stage_partition
 from spark.spec import BatchSpec
 
 NOW = 1_700_000_000
@@ -19,22 +21,22 @@ def spec(**changes) -> BatchSpec:
 
 
 def test_import_spec_needs_a_staging_prefix_but_no_capacity():
-    job._check_spec(spec())
+    job.check_spec(spec())
     with pytest.raises(job.JobError, match="an import batch spec must name its staging prefix"):
-        job._check_spec(spec(staging=""))
+        job.check_spec(spec(staging=""))
     with pytest.raises(job.JobError, match="max_write_capacity must be positive"):
-        job._check_spec(spec(mode="populate"))
+        job.check_spec(spec(mode="populate"))
 
 
 def test_import_line_is_dynamodb_json():
-    line = job.import_line("e1", "f1", 100, 200)
+    line = import_line(ManifestItem("e1", "f1", 100, 200, "2024-01-01-00-00-00"))
     assert line.endswith(b"\n") and line.count(b"\n") == 1
     assert json.loads(line) == {"Item": {"eventId": {"S": "e1"}, "fingerprint": {"S": "f1"}, "etlTime": {"N": "100"},
                                          "ttl": {"N": "200"}}}
 
 
-def stage_config(staging) -> dict:
-    return {"ttl_days": 180, "now": NOW, "write_expired": False, "staging": str(staging), "endpoints": {}}
+def stage_config(staging) -> PassConfig:
+    return PassConfig(ttl_days=180, now=NOW, write_expired=False, endpoints={}, staging=str(staging))
 
 
 def test_a_partition_stages_each_keys_earliest_unexpired_copy(tmp_path):
@@ -45,7 +47,7 @@ def test_a_partition_stages_each_keys_earliest_unexpired_copy(tmp_path):
         (("e3", "f3"), ((stale, "r1", 3),)),  # expired only: nothing staged
     ]
     config = stage_config(tmp_path)
-    (result,) = job._stage_partition(7, iter(keys), config)
+    (result,) = stage_partition(7, iter(keys), config)
     assert result["error"] is None
     assert result["outcomes"] == {"r1": {"written": 1, "expired": 2, "in_run_duplicates": 2},
                                   "r2": {"written": 1, "in_run_duplicates": 1, "batch_duplicates": 1}}
@@ -56,7 +58,7 @@ def test_a_partition_stages_each_keys_earliest_unexpired_copy(tmp_path):
 
 def test_an_empty_partition_stages_no_object(tmp_path):
     config = stage_config(tmp_path)
-    (result,) = job._stage_partition(0, iter([]), config)
+    (result,) = stage_partition(0, iter([]), config)
     assert result == {"outcomes": {}, "error": None} and list(tmp_path.iterdir()) == []
 
 
@@ -65,6 +67,6 @@ def test_a_partition_that_cannot_stage_counts_its_items_as_write_failures(tmp_pa
     blocker.write_text("")
     keys = [(("e1", "f1"), ((NOW - DAY, "r1", 2),))]
     config = stage_config(blocker)
-    (result,) = job._stage_partition(0, iter(keys), config)
+    (result,) = stage_partition(0, iter(keys), config)
     assert result["error"] and "\n" not in result["error"]
     assert result["outcomes"] == {"r1": {"write_failures": 1, "in_run_duplicates": 1}}

@@ -18,7 +18,8 @@ import boto3
 import pytest
 
 from bench.archive import FILE_KINDS, generate_archive, run_time
-from spark.job import JobError, load_credentials, load_spec, main, pack_objects, run_batch
+from spark.job import JobError, load_credentials, load_spec, main, run_batch
+from spark.reading import pack_objects
 from spark.report import completeness_problem, counts_add_up
 from spark.spec import BatchSpec
 

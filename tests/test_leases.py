@@ -37,14 +37,14 @@ def other_owner(**changes) -> leases.Owner:
 
 
 def stored(loc, client):
-    current = leases._read(loc, client)
+    current = leases.read_lease(loc, client)
     return current[0] if current else None
 
 
 def dead_process() -> tuple:
     """(pid, start ticks) of a process that ran on this machine and is gone (reaped)."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    started = leases._process_start(proc.pid)
+    started = leases.process_start(proc.pid)
     proc.kill()
     proc.wait()
     return proc.pid, started
@@ -141,7 +141,7 @@ def test_losing_a_race_between_read_and_write_gives_the_winner(folder, monkeypat
     root, client = folder
     loc = leases.lease_location(root, "r1")
     winner = other_owner()
-    read = leases._read
+    read = leases.read_lease
     calls = []
 
     def read_then_lose(where, c):
@@ -151,7 +151,7 @@ def test_losing_a_race_between_read_and_write_gives_the_winner(folder, monkeypat
             return None  # what this process saw a moment before the winner wrote
         return read(where, c)
 
-    monkeypatch.setattr(leases, "_read", read_then_lose)
+    monkeypatch.setattr(leases, "read_lease", read_then_lose)
     lease, holder = leases.try_acquire(loc, other_owner(), "loser", 60, client)
     assert lease is None and holder["owner"]["token"] == winner.token and len(calls) >= 3
 
@@ -304,11 +304,11 @@ def test_a_renewal_whose_answer_was_lost_is_still_ours(folder, monkeypatch):
     """The write landed but its answer was lost and the retry refused: the record read back is this renewal."""
     root, client = folder
     lease, _ = leases.try_acquire(leases.lease_location(root, "r1"), other_owner(), "b", 60, client)
-    put = leases._put
-    monkeypatch.setattr(leases, "_put", lambda *args: put(*args) and None)
+    put = leases.put_lease
+    monkeypatch.setattr(leases, "put_lease", lambda *args: put(*args) and None)
     renewed = leases.renew(lease, client, 120)
-    assert renewed.version == leases._read(lease.loc, client)[1] != lease.version
-    monkeypatch.setattr(leases, "_put", put)
+    assert renewed.version == leases.read_lease(lease.loc, client)[1] != lease.version
+    monkeypatch.setattr(leases, "put_lease", put)
     assert leases.release(renewed, client) and leases.release(renewed, client)  # gone is released
     assert stored(lease.loc, client) is None
 

@@ -13,10 +13,12 @@ from bench.dynamo_endpoint import fetch_stats
 from pipeline.errors import PipelineError
 from pipeline.maintenance_plan import read_budget
 from pipeline.runs import check_selection, parse_runs, parse_until, select_runs
-from pipeline.table import ATTRIBUTES, KEY_SCHEMA, describe_table
+from pipeline.table import describe_table
+from spark import events as ev
 from spark import maintenance as mt
+from spark.dynamo import WriteError, dynamodb_client
+from spark.manifest import ATTRIBUTES, KEY_SCHEMA
 from spark.ratelimit import TokenBucket
-from spark.writer import WriteError, dynamodb_client
 from tests.test_writer import FakeClock
 
 TABLE = "manifest"
@@ -77,9 +79,9 @@ def check(keys, **kwargs):
 
 def test_split_copies_counts_duplicates_and_expiry():
     copies = ((100, R2, 3), (50, R1, 1))
-    assert mt.split_copies(copies) == ([(50, R1), (100, R2)], [(R2, "in_run_duplicates", 2)])
+    assert ev.split_copies(copies) == ([(50, R1), (100, R2)], [(R2, "in_run_duplicates", 2)])
     # ttl of etl 50 + 1 day is past at 50 + 86400: expired, no target; etl 100 is not (yet)
-    targets, settled = mt.split_copies(copies, ttl_days=1, now=50 + 86400)
+    targets, settled = ev.split_copies(copies, ttl_days=1, now=50 + 86400)
     assert targets == [(100, R2)]
     assert sorted(settled) == [(R1, "expired", 1), (R2, "in_run_duplicates", 2)]
 

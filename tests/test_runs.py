@@ -7,6 +7,7 @@ import pytest
 from pipeline import batches, listing, runs
 from pipeline.errors import PipelineError
 from pipeline.params import Params, check_params
+from spark.runid import parse_run_id
 from spark.storage import parse_location
 
 
@@ -20,7 +21,7 @@ from spark.storage import parse_location
     ("2026-5-1-12-00-00", None),
 ])
 def test_parse_run_id(text, expected):
-    assert runs.parse_run_id(text) == expected
+    assert parse_run_id(text) == expected
 
 
 @pytest.mark.parametrize("since,expected", [

@@ -6,6 +6,7 @@ from moto import mock_aws
 from pipeline import table
 from pipeline.errors import PipelineError
 from pipeline.markers import MarkerStore
+from spark.manifest import ATTRIBUTES, KEY_SCHEMA
 from spark.storage import parse_location
 
 
@@ -25,7 +26,7 @@ def test_create_table_on_demand_with_ttl(dynamodb):
     info = table.ensure_table(dynamodb, "manifest", "eu-west-1", create=True)
     assert (info.billing_mode, info.ttl_enabled) == ("PAY_PER_REQUEST", True)
     desc = dynamodb.describe_table(TableName="manifest")["Table"]
-    assert desc["KeySchema"] == table.KEY_SCHEMA and desc["TableStatus"] == "ACTIVE"
+    assert desc["KeySchema"] == KEY_SCHEMA and desc["TableStatus"] == "ACTIVE"
     assert dynamodb.describe_time_to_live(TableName="manifest")["TimeToLiveDescription"]["AttributeName"] == "ttl"
 
 
@@ -38,7 +39,7 @@ def test_wrong_key_schema_is_refused(dynamodb):
 
 
 def test_ttl_off_is_a_warning(dynamodb, caplog):
-    dynamodb.create_table(TableName="manifest", KeySchema=table.KEY_SCHEMA, AttributeDefinitions=table.ATTRIBUTES,
+    dynamodb.create_table(TableName="manifest", KeySchema=KEY_SCHEMA, AttributeDefinitions=ATTRIBUTES,
                           ProvisionedThroughput={"ReadCapacityUnits": 5, "WriteCapacityUnits": 1000})
     info = table.ensure_table(dynamodb, "manifest", "eu-west-1", create=False)
     assert (info.billing_mode, info.write_capacity, info.ttl_enabled) == ("PROVISIONED", 1000, False)

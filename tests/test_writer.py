@@ -12,9 +12,10 @@ import pytest
 from botocore.exceptions import ParamValidationError
 
 from bench.dynamo_endpoint import fetch_stats
-from pipeline.table import ATTRIBUTES, KEY_SCHEMA
+from spark.dynamo import WriteError, dynamodb_client
+from spark.manifest import ATTRIBUTES, KEY_SCHEMA, ManifestItem, item_attributes
 from spark.ratelimit import TokenBucket
-from spark.writer import COUNT_NAMES, ManifestItem, WriteError, dynamodb_client, item_attributes, write_items
+from spark.writer import COUNT_NAMES, write_items
 
 TABLE = "manifest"
 DAY = 86400
