@@ -274,7 +274,9 @@ def document(results: List[SizeResult], budget: float, one_batch: Sequence[str],
         "## Cost per run (default settings): S3 requests per run by kind, planning and marking", "",
         cost_table(results), "",
         "S3 kinds: " + ", ".join(KINDS) + f"; bookkeeping = {' + '.join(BOOKKEEPING)}. Planning: the command's start "
-        "to its first lease request. Marking: per batch, its first report read to its last marker written, summed.",
+        "to its first lease request (else its first Spark JVM). Marking: per batch, its first report read to its last "
+        "marker written, summed. Every run has the same objects whatever its events, so runs of different sizes "
+        "compare.",
         "",
     ]
     return "\n".join(lines), judged
