@@ -80,7 +80,9 @@ def test_no_secret_anywhere_in_a_backfill_under_luigid(moto_reset, luigid, tmp_p
     root = []
 
     def watch() -> None:
-        for pid in procs.pids():
+        # This backfill's processes only: another test run on the same machine has its own keys and folders.
+        ours = [root[-1], *procs.descendants(root[-1])] if root else []
+        for pid in ours:
             line = procs.cmdline(pid)
             if line in command_lines:
                 continue
