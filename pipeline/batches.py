@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hashlib
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 # Measured here: `spark-submit` of the job up to its first action on 2 cores (README, "Batches").
 LOCAL_START_SECONDS = 7.0
@@ -78,9 +78,3 @@ def by_count(runs: Sequence[str], size: int, prefix: str = "") -> List[Batch]:
 def start_seconds(runner: str) -> float:
     return EMR_STEP_START_SECONDS if runner == "emr" else LOCAL_START_SECONDS
 
-
-def kill_loss(batches: Sequence[Batch], budget: float) -> Optional[float]:
-    """Seconds of writing the largest batch holds: the most a kill can cost (its runs are written again)."""
-    if not batches or budget <= 0:
-        return None
-    return max(b.events for b in batches) / budget

@@ -70,7 +70,6 @@ def test_batches_by_work_fill_minutes_at_the_budget_and_cap_runs():
     big = dict(events, **{ids[0]: 10_000_000})
     assert [len(b.runs) for b in batches.by_work(ids, big, 1000, 1.0, 100)][:2] == [1, 2]  # alone when too big
     assert [len(b.runs) for b in batches.by_work(ids, {}, 1000, 1.0, 100)] == [10]  # empty runs: one batch
-    assert batches.kill_loss(made, 1000) == 60.0 and batches.kill_loss([], 1000) is None
     assert made[0].describe() == f"2 runs ({ids[0]} .. {ids[1]})"
 
 
