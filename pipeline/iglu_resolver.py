@@ -12,7 +12,7 @@ import urllib.parse
 from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence
 
 from jsonschema import Draft4Validator, FormatChecker
 from jsonschema.exceptions import SchemaError
@@ -24,7 +24,7 @@ from pipeline.iglu_repositories import (
     RepositoryFailure,
     package_repository,
 )
-from pipeline.self_describing import IgluError, SchemaKey, explain, json_path, parse_envelope, scrub, show
+from pipeline.self_describing import IgluError, SchemaKey, explain, json_path, scrub, show
 
 log = logging.getLogger("manifest.iglu")
 
@@ -115,12 +115,6 @@ class Resolver:
     def lookup(self, key: SchemaKey) -> Any:
         """The schema for key, from the cache or the first repository that has it (do not modify it)."""
         return self._resolve(key).schema
-
-    def validate(self, instance: Any, file_label: str) -> Tuple[SchemaKey, Any]:
-        """Checks the self-describing envelope then validates its data; returns (schema key, data)."""
-        key, data = parse_envelope(instance, file_label)
-        self.validate_data(key, data, file_label)
-        return key, data
 
     def validate_data(self, key: SchemaKey, data: Any, file_label: str) -> None:
         """IgluError listing every violation of the schema for key, secrets masked, on one line."""

@@ -385,14 +385,14 @@ def test_not_found_is_not_cached(tmp_path):
 # --- schemas and validation ------------------------------------------------------------------------------------
 
 
-def test_validate_returns_key_and_data(tmp_path):
+def test_valid_data_passes(tmp_path):
     resolver = Resolver([embedded(tmp_path, "local", {ACME: acme_schema()})])
-    assert resolver.validate({"schema": ACME.uri, "data": {"size": 3}}, "thing.json") == (ACME, {"size": 3})
+    assert resolver.validate_data(ACME, {"size": 3}, "thing.json") is None
 
 
 def test_validate_reports_every_violation_on_one_line(tmp_path):
     resolver = Resolver([embedded(tmp_path, "local", {ACME: acme_schema()})])
-    message = iglu_error(resolver.validate, {"schema": ACME.uri, "data": {"size": 0, "colour": "red"}}, "t.json")
+    message = iglu_error(resolver.validate_data, ACME, {"size": 0, "colour": "red"}, "t.json")
     assert message == (
         f"t.json: data: Additional properties are not allowed ('colour' was unexpected) ({ACME.uri}); "
         f"t.json: data.size: 0 is less than the minimum of 1 ({ACME.uri})"
@@ -401,7 +401,7 @@ def test_validate_reports_every_violation_on_one_line(tmp_path):
 
 def test_validate_unknown_schema_names_the_file(tmp_path):
     local = embedded(tmp_path, "local", {})
-    message = iglu_error(Resolver([local]).validate, {"schema": ACME.uri, "data": {}}, "t.json")
+    message = iglu_error(Resolver([local]).validate_data, ACME, {}, "t.json")
     assert message == f"t.json: schema {ACME.uri} not found; repositories tried: 'local' (embedded {local.root})"
 
 
@@ -428,21 +428,21 @@ def test_one_of_points_at_the_branch_that_was_meant():
 def test_json_path_quotes_odd_keys(tmp_path):
     schema = {"type": "object", "properties": {"a b": {"type": "array", "items": {"type": "string"}}}}
     resolver = Resolver([embedded(tmp_path, "local", {ACME: schema})])
-    message = iglu_error(resolver.validate, {"schema": ACME.uri, "data": {"a b": ["x", 1]}}, "t.json")
+    message = iglu_error(resolver.validate_data, ACME, {"a b": ["x", 1]}, "t.json")
     assert message == f't.json: data["a b"][1]: 1 is not of type \'string\' ({ACME.uri})'
 
 
 def test_long_values_are_shortened(tmp_path):
     resolver = Resolver([embedded(tmp_path, "local", {ACME: acme_schema()})])
-    message = iglu_error(resolver.validate, {"schema": ACME.uri, "data": {"size": "x" * 5000}}, "t.json")
+    message = iglu_error(resolver.validate_data, ACME, {"size": "x" * 5000}, "t.json")
     assert len(message) < 300 and "...." in message
 
 
 def test_formats_are_checked_including_uuid(tmp_path):
     schema = {"type": "object", "properties": {"id": {"type": "string", "format": "uuid"}}}
     resolver = Resolver([embedded(tmp_path, "local", {ACME: schema})])
-    resolver.validate({"schema": ACME.uri, "data": {"id": "56799a26-980c-4148-8bd9-c021b988c669"}}, "t.json")
-    message = iglu_error(resolver.validate, {"schema": ACME.uri, "data": {"id": "nope"}}, "t.json")
+    resolver.validate_data(ACME, {"id": "56799a26-980c-4148-8bd9-c021b988c669"}, "t.json")
+    message = iglu_error(resolver.validate_data, ACME, {"id": "nope"}, "t.json")
     assert message == f"t.json: data.id: 'nope' is not a 'uuid' ({ACME.uri})"
 
 
@@ -472,7 +472,7 @@ def test_secrets_are_masked_in_violations(tmp_path):
     }}
     resolver = Resolver([embedded(tmp_path, "local", {ACME: schema})])
     data = {"apikey": "CANARY-one", "nested": [{"secretAccessKey": "CANARY-two"}]}
-    message = iglu_error(resolver.validate, {"schema": ACME.uri, "data": data}, "t.json")
+    message = iglu_error(resolver.validate_data, ACME, data, "t.json")
     assert "CANARY" not in message
     assert "data.apikey: **** is too short" in message
     assert "data.nested[0]: {'secretAccessKey': '****'} is not of type 'string'" in message
