@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
+from spark.runid import RUN_FORMAT, folder_name
 from spark.storage import Location, parse_location, s3_client, write_bytes
 
 FIELDS: List[str] = [
@@ -50,7 +51,6 @@ FILE_KINDS = ("plain", "gz", "gzip", "csv", "csv.gz", "multigz", "s3loader")
 GZIP_KINDS = frozenset({"gz", "gzip", "csv.gz", "multigz", "s3loader"})
 MULTIGZ_MEMBERS = 3
 MALFORMED_REASONS = ("field_count", "event_id", "etl_tstamp")  # the job's report names (spark/report.py)
-RUN_ID_FORMAT = "%Y-%m-%d-%H-%M-%S"
 
 # Pools of realistic values: a page view from one of a few browsers, places and referrers.
 _PAGES = [
@@ -93,12 +93,12 @@ _LATIN1_TITLE = "Caf\xe9 cr\xe8me \xe0 la carte | Acme Outdoor".encode("latin-1"
 
 def run_id_at(dt: datetime) -> str:
     """The run folder id of the EmrEtlRunner run started at `dt` (naive datetimes are UTC)."""
-    return _utc(dt).strftime(RUN_ID_FORMAT)
+    return _utc(dt).strftime(RUN_FORMAT)
 
 
 def run_time(run_id: str) -> datetime:
     try:
-        return datetime.strptime(run_id, RUN_ID_FORMAT).replace(tzinfo=timezone.utc)
+        return datetime.strptime(run_id, RUN_FORMAT).replace(tzinfo=timezone.utc)
     except ValueError:
         raise ValueError(f"{run_id!r} is not a run id (YYYY-MM-DD-HH-MM-SS)") from None
 
@@ -505,7 +505,7 @@ def generate_archive(dest: str, runs: List[str], events_per_run: int, *, kinds: 
         object_kinds = [run_kinds[(r_index + j) % len(run_kinds)] for j in range(k)]
         rt = RunTruth(run, stream, len(lines), [], {r: 0 for r in MALFORMED_REASONS}, [], planned["nofp"],
                       planned["dup"], planned["cross"], planned["synth"], sum(x.invalid_utf8 for x in lines))
-        folder = f"run={run}"
+        folder = folder_name(run)
         for j, (kind, chunk) in enumerate(zip(object_kinds, _split(lines, k))):
             name = object_name(kind, j, rng, times[run])
             crlf, final_newline = k >= 2 and j == k - 1, not (k >= 3 and j == 1)
