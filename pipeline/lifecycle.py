@@ -83,9 +83,11 @@ class Verify(Populate):
 
     def todo(self, store: MarkerStore, runs: Sequence[str], batch_id: str) -> List[str]:
         """Runs without a verification by this batch (its id is stamped per invocation), or, with --resume,
-        without one that still holds."""
-        return [r for r in runs if not records.recorded_by(store, r, batch_id)
-                and not (self.resume and records.passed_since_marked(store, r, self.sample, self.sample_seed))]
+        without one that still holds; records are read only for runs the one listing shows."""
+        recorded = records.verified_store(store).done_runs(cached=True)  # no record: nothing to read
+        return [r for r in runs if r not in recorded or not (
+                records.recorded_by(store, r, batch_id)
+                or (self.resume and records.passed_since_marked(store, r, self.sample, self.sample_seed)))]
 
     def prepare(self, store: MarkerStore, todo: List[str]) -> None:
         pass
