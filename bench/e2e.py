@@ -31,7 +31,7 @@ from bench import procmem, s3_requests, servers
 from bench.archive import ArchiveTruth, generate_archive, run_ids
 from bench.demo import write_configs
 from bench.dynamo_endpoint import fetch_stats, reset_stats
-from bench.e2e_report import PASSES, PassResult, Size, SizeResult, document, idle_seconds
+from bench.e2e_report import FRESH, PASSES, PassResult, Size, SizeResult, document, idle_seconds
 from bench.s3_endpoint import fetch_log, reset_log
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -44,6 +44,9 @@ REGION = "us-east-1"
 # The extra arguments that make a whole archive one batch: more runs and more minutes of writing than any archive
 # here holds.
 ONE_BATCH = ["--batch-size", "100000", "--batch-minutes", "100000"]
+# "many batches": --batch-minutes set so that the archive's writing splits into about this many batches, so that
+# most cross-run copies land in another batch than their key's first copy.
+MANY_BATCHES = 5
 DEFAULT_BUDGET = 1000.0  # WCU/s: luigi.cfg's on_demand_capacity, the budget the pipeline takes for an on-demand table
 SIZES = {"full": ["10x2000", "100x2000", "1000x200", "10x10000"], "quick": ["10x2000", "100x2000"]}
 PASS_TIMEOUT = 3600.0
@@ -144,6 +147,11 @@ def search_path() -> str:
     return f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
 
 
+def many_batches_minutes(unique: int, budget: float) -> float:
+    """--batch-minutes that cuts the archive's writing at the budget into about MANY_BATCHES batches."""
+    return round(max(0.01, unique / budget / 60 / MANY_BATCHES), 3)
+
+
 def run_pass(services: Services, folder: Path, name: str, command: List[str], budget: float, table: str,
              dynamodb) -> PassResult:
     reset_stats(services.ddb_url)
@@ -199,10 +207,12 @@ def measure_size(services: Services, size: Size, budget: float, seed: int = 1) -
     truth = generate_archive(ARCHIVE, runs, size.events, seed=seed, client=s3)
     generated = time.perf_counter() - t0
     unique = len(truth.expected_items(now=time.time()))
-    result = SizeResult(size, unique, 0, None, sum(o.bytes for o in truth.objects) / 1e6, generated)
+    result = SizeResult(size, unique, 0, sum(o.bytes for o in truth.objects) / 1e6, generated)
     commands = {}
+    many = ["--batch-minutes", f"{many_batches_minutes(unique, budget):g}"]
     for name, table, markers, extra in (("default", "bench-default", "default", []),
                                         ("re-run", "bench-default", "default", []),
+                                        ("many batches", "bench-many", "many", many),
                                         ("one batch", "bench-one-batch", "one-batch", ONE_BATCH),
                                         ("one batch, markers lost", "bench-one-batch", "one-batch-again", ONE_BATCH)):
         storage, resolver = write_configs(folder, table)
@@ -211,15 +221,16 @@ def measure_size(services: Services, size: Size, budget: float, seed: int = 1) -
     for name in PASSES:
         table, markers, command = commands[name]
         result.passes[name] = run_pass(services, folder, name, command, budget, table, dynamodb)
-        if name in ("default", "one batch"):
+        if name in FRESH:
             batch_of = batches_from_markers(s3, markers, table)
             sizes: Dict[str, int] = {}
             for batch in batch_of.values():
                 sizes[batch] = sizes.get(batch, 0) + 1
             result.passes[name].batches = sorted(sizes.values(), reverse=True)
-            if name == "default":
-                result.cross_copies, result.cross_other_batch = cross_batch_copies(truth, batch_of)
-    for table in ("bench-default", "bench-one-batch"):  # moto keeps tables in memory
+            result.cross_copies, other = cross_batch_copies(truth, batch_of)
+            if other is not None:
+                result.cross_other[name] = other
+    for table in ("bench-default", "bench-many", "bench-one-batch"):  # moto keeps tables in memory
         dynamodb.delete_table(TableName=table)
     return result
 

@@ -8,32 +8,33 @@ holds some while waiting for others, so two batches can never wait for each othe
 
 A lease is the object `<markers>/<table>/_leases/run=<id>.json`, created only if absent and replaced only if
 unchanged since read: S3 conditional writes (If-None-Match / If-Match on the ETag), or a compare-and-swap under an
-flock(2) on a local markers folder. The holder renews it while it works and deletes it when done. A lease whose
-expiry has passed, or whose process on this very machine (same boot) is gone, is stale and taken over atomically,
-so a resume right after kill -9 does not wait. Expiry compares the holder's clock with ours: keep clocks in sync.
+flock(2) on a local markers folder (`lease_store`). A batch first writes its hold, `_leases/hold=<token>.json`;
+each run's lease names the hold and lives as long as it, and only the hold is renewed while the batch works. So a
+run costs two requests however long its batch runs (its lease written, then deleted), and renewing costs one
+request per beat whatever the batch's size. A hold whose expiry has passed, or whose process on this very machine
+(same boot) is gone, is stale: its runs' leases are taken over atomically, so a resume right after kill -9 does
+not wait, and the stale hold is deleted. Expiry compares the holder's clock with ours: keep clocks in sync.
 """
 from __future__ import annotations
 
-import fcntl
-import hashlib
-import json
 import logging
 import os
 import random
+import re
 import secrets
 import socket
 import threading
 import time
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
-from typing import Callable, Iterator, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from spark import storage
-from spark.errors import error_code, is_not_found
 from spark.runid import file_name
 from spark.storage import Location
 
 from .errors import PipelineError
+from .lease_store import delete_lease, lease_names, put_lease, read_lease
 
 log = logging.getLogger("manifest.leases")
 
@@ -41,6 +42,7 @@ LEASE_SECONDS = 300.0  # a holder that stops renewing (frozen, or killed on anot
 RENEW_EVERY = 30.0
 POLL_SECONDS = (0.5, 5.0)  # first and longest wait between attempts while another process holds a lease
 _RACES = 8  # attempts when other processes keep changing a lease between our read and our write
+_HOLD = re.compile(r"hold=[0-9a-f]{16}")
 
 
 class LeaseLost(PipelineError):
@@ -72,6 +74,11 @@ def lease_location(folder: Location, run: str) -> Location:
     return folder.child("_leases", file_name(run))
 
 
+def hold_location(folder: Location, token: str) -> Location:
+    """Where the hold of a batch taken with `token` lives under a marker folder."""
+    return folder.child("_leases", f"hold={token}.json")
+
+
 def describe(record: dict) -> str:
     """Who holds a lease, for messages: 'host pid N'."""
     owner = record.get("owner") if isinstance(record, dict) else None
@@ -82,7 +89,8 @@ def describe(record: dict) -> str:
 
 def stale_reason(record: dict, now: float, boot: str,
                  alive: Optional[Callable[[int, Optional[int]], bool]] = None) -> Optional[str]:
-    """Why a lease may be taken over, or None while its holder may still be working."""
+    """Why a record with its own expiry (a hold, or a lease taken alone) may be taken over, or None while its
+    holder may still be working."""
     alive = alive or process_alive
     try:
         owner, expires = record["owner"], float(record["expires_at"])
@@ -113,26 +121,64 @@ def process_alive(pid: int, started: Optional[int] = None) -> bool:
     return state not in ("Z", "X") and (started is None or start == started)
 
 
-def try_acquire(loc: Location, owner: Owner, purpose: str = "", seconds: float = LEASE_SECONDS,
-                client=None) -> Tuple[Optional[Lease], Optional[dict]]:
-    """One attempt: (the lease, None), or (None, the live record of the process that holds it)."""
+class Judge:
+    """Whether leases may be taken over: a run's lease taken under a hold is judged by its hold, each hold read
+    once per judge (one judge per attempt, so a verdict is never older than the attempt)."""
+
+    def __init__(self, leases_folder: Location, client, boot: str):
+        self.folder, self.client, self.boot = leases_folder, client, boot
+        self._holds: Dict[str, Optional[Tuple[dict, str]]] = {}
+
+    def verdict(self, record: dict, now: float) -> Tuple[Optional[str], dict]:
+        """(why the lease may be taken over, or None; the record that decides: its hold's when it names one)."""
+        name = record.get("hold") if isinstance(record, dict) else None
+        if name is None:
+            return stale_reason(record, now, self.boot), record
+        if not isinstance(name, str) or not _HOLD.fullmatch(name):
+            return "unreadable lease record", record
+        if name not in self._holds:
+            self._holds[name] = read_lease(self.folder.child(f"{name}.json"), self.client)
+        hold = self._holds[name]
+        if hold is None:
+            return f"its hold {name} is gone", record
+        return stale_reason(hold[0], now, self.boot), hold[0]
+
+    def forget_hold(self, record: dict) -> None:
+        """Delete the stale hold of a lease just taken over, unless renewed since it was judged: none is left."""
+        name = record.get("hold")
+        hold = self._holds.get(name) if isinstance(name, str) else None
+        if hold is not None:
+            delete_lease(self.folder.child(f"{name}.json"), hold[1], self.client)
+            self._holds[name] = None
+
+
+def try_acquire(loc: Location, owner: Owner, purpose: str = "", seconds: float = LEASE_SECONDS, client=None, *,
+                hold: Optional[str] = None, judge: Optional[Judge] = None,
+                absent: bool = False) -> Tuple[Optional[Lease], Optional[dict]]:
+    """One attempt: (the lease, None), or (None, the live record that holds it: its hold's when it names one).
+
+    With `hold` (a hold's name) the lease lives as long as that hold; without, it expires `seconds` after each
+    renewal. `absent`: a listing has just shown no lease here, so the first write goes without a read.
+    """
+    judge = judge or Judge(_folder_of(loc), client, owner.boot)
     current = None
-    for _ in range(_RACES):
-        current = read_lease(loc, client)
+    for attempt in range(_RACES):
+        current = None if absent and attempt == 0 else read_lease(loc, client)
         now = time.time()
-        record = _new_record(loc, owner, purpose, now, seconds)
+        record = _new_record(loc, owner, purpose, now, seconds, hold)
         if current is None:
             version = put_lease(loc, record, None, client)
         else:
             held, seen = current
             if _token(held) == owner.token:
                 return Lease(loc, held, seen), None  # ours already: an earlier write's answer was lost
-            reason = stale_reason(held, now, owner.boot)
+            reason, decider = judge.verdict(held, now)
             if reason is None:
-                return None, held
+                return None, decider
             version = put_lease(loc, record, seen, client)
             if version is not None:
                 log.warning("took over the lease on %s from %s (%s)", _name(loc), describe(held), reason)
+                judge.forget_hold(held)
         if version is not None:
             log.info("lease on %s acquired by %s (%s) at %.6f", _name(loc), describe(record), purpose, time.time())
             return Lease(loc, record, version), None
@@ -148,15 +194,14 @@ def renew(lease: Lease, client=None, seconds: float = LEASE_SECONDS) -> Lease:
         current = read_lease(lease.loc, client)
         if current and current[0] == record:  # this very write landed, only its answer was lost (and retried)
             return Lease(lease.loc, record, current[1])
-        holder = describe(current[0]) if current else "nobody (it was deleted)"
-        raise LeaseLost(f"the lease on {_name(lease.loc)} was taken over by {holder} while this process held it")
+        raise LeaseLost(_taken_over(lease, current))
     return Lease(lease.loc, record, version)
 
 
 def release(lease: Lease, client=None) -> bool:
     """Delete the lease unless another process has taken it over (then False, and a warning)."""
     log.info("lease on %s released by %s at %.6f", _name(lease.loc), describe(lease.record), time.time())
-    if _delete(lease.loc, lease.version, client):
+    if delete_lease(lease.loc, lease.version, client):
         return True
     log.warning("the lease on %s was no longer held by this process when it released it", _name(lease.loc))
     return False
@@ -173,32 +218,44 @@ def hold(folder: Location, runs: Sequence[str], client=None, *, purpose: str = "
     """
     if folder.is_s3 and client is None:
         client = storage.s3_client()
-    held = _acquire_all(folder, sorted(set(runs)), client, purpose, seconds, poll, waiting)
+    owner = Owner.here()
+    mine, _ = try_acquire(hold_location(folder, owner.token), owner, purpose, seconds, client, absent=True)
+    if mine is None:
+        raise PipelineError(f"cannot write the hold {hold_location(folder, owner.token).uri}")
+    beats: List[Optional[Lease]] = [mine]
     stop, lost = threading.Event(), []
-    beat = threading.Thread(target=_heartbeat, args=(held, client, seconds, renew_every, stop, lost),
+    beat = threading.Thread(target=_heartbeat, args=(beats, client, seconds, renew_every, stop, lost),
                             name="lease-heartbeat", daemon=True)
-    beat.start()
+    beat.start()  # before the runs' leases are taken: however long this process waits, its hold stays live
+    held: List[Lease] = []
     try:
+        held = _acquire_all(folder, sorted(set(runs)), client, owner, _name(mine.loc), purpose, poll, waiting)
         yield held
     finally:
+        for lease in held:
+            if not release(lease, client):
+                lost.append(_taken_over(lease, read_lease(lease.loc, client)))
         stop.set()
         beat.join()
-        for lease in held:
-            if lease is not None:
-                release(lease, client)
+        if beats[0] is not None:
+            release(beats[0], client)
     if lost:
         raise LeaseLost("; ".join(lost))
 
 
-def _acquire_all(folder: Location, runs: List[str], client, purpose: str, seconds: float,
+def _acquire_all(folder: Location, runs: List[str], client, owner: Owner, hold_name: str, purpose: str,
                  poll: Tuple[float, float], waiting: Optional[Callable[[str], None]]) -> List[Lease]:
-    owner, delay, said = Owner.here(), poll[0], ""
+    leases_folder, delay, said = folder.child("_leases"), poll[0], ""
     while True:
-        blocker = _live_holder(folder, runs, owner, client)  # look first: a waiting process takes nothing
+        judge = Judge(leases_folder, client, owner.boot)
+        present = set(lease_names(leases_folder, client))  # one listing instead of a read per run
+        # look first: a waiting process takes nothing
+        blocker = _live_holder(folder, runs, present, owner, judge, client)
         if blocker is None:
             held: List[Lease] = []
             for run in runs:
-                lease, holder = try_acquire(lease_location(folder, run), owner, purpose, seconds, client)
+                lease, holder = try_acquire(lease_location(folder, run), owner, purpose, client=client,
+                                            hold=hold_name, judge=judge, absent=file_name(run) not in present)
                 if lease is None:
                     blocker = run, holder
                     break
@@ -218,37 +275,48 @@ def _acquire_all(folder: Location, runs: List[str], client, purpose: str, second
         delay = min(delay * 1.5, poll[1])
 
 
-def _live_holder(folder: Location, runs: List[str], owner: Owner, client) -> Optional[Tuple[str, dict]]:
-    """The first run whose lease another process holds and may still be using, with that lease's record."""
+def _live_holder(folder: Location, runs: List[str], present: set, owner: Owner, judge: Judge,
+                 client) -> Optional[Tuple[str, dict]]:
+    """The first run whose lease another process holds and may still be using, with the record that says so."""
     for run in runs:
-        current = read_lease(lease_location(folder, run), client)
-        if current is None:
+        if file_name(run) not in present:
             continue
-        record = current[0]
-        if _token(record) != owner.token and stale_reason(record, time.time(), owner.boot) is None:
-            return run, record
+        current = read_lease(lease_location(folder, run), client)
+        if current is None or _token(current[0]) == owner.token:
+            continue
+        reason, decider = judge.verdict(current[0], time.time())
+        if reason is None:
+            return run, decider
     return None
 
 
-def _heartbeat(held: List[Optional[Lease]], client, seconds: float, every: float, stop: threading.Event,
+def _heartbeat(beats: List[Optional[Lease]], client, seconds: float, every: float, stop: threading.Event,
                lost: List[str]) -> None:
-    while not stop.wait(every):
-        for i, lease in enumerate(held):
-            if lease is None:
-                continue
-            try:
-                held[i] = renew(lease, client, seconds)
-            except LeaseLost as e:
-                log.error("%s", e)
-                lost.append(str(e))
-                held[i] = None
-            except Exception as e:  # a transient fault: the next beat tries again, well before the expiry
-                log.warning("could not renew the lease on %s: %s", _name(lease.loc), type(e).__name__)
+    """Renew the hold (one request a beat, whatever the batch's size) until stopped or lost."""
+    while not stop.wait(every) and beats[0] is not None:
+        try:
+            beats[0] = renew(beats[0], client, seconds)
+        except LeaseLost as e:
+            log.error("%s", e)
+            lost.append(str(e))
+            beats[0] = None
+        except Exception as e:  # a transient fault: the next beat tries again, well before the expiry
+            log.warning("could not renew the lease on %s: %s", _name(beats[0].loc), type(e).__name__)
 
 
-def _new_record(loc: Location, owner: Owner, purpose: str, now: float, seconds: float) -> dict:
-    return {"lease": _name(loc), "purpose": purpose, "owner": asdict(owner), "acquired_at": now,
-            "heartbeat_at": now, "expires_at": now + seconds}
+def _new_record(loc: Location, owner: Owner, purpose: str, now: float, seconds: float,
+                hold: Optional[str]) -> dict:
+    record = {"lease": _name(loc), "purpose": purpose, "owner": asdict(owner), "acquired_at": now}
+    if hold is not None:
+        record["hold"] = hold
+    else:
+        record.update(heartbeat_at=now, expires_at=now + seconds)
+    return record
+
+
+def _taken_over(lease: Lease, current: Optional[Tuple[dict, str]]) -> str:
+    holder = describe(current[0]) if current else "nobody (it was deleted)"
+    return f"the lease on {_name(lease.loc)} was taken over by {holder} while this process held it"
 
 
 def _token(record: dict) -> Optional[str]:
@@ -260,109 +328,11 @@ def _name(loc: Location) -> str:
     return os.path.basename(loc.key)[: -len(".json")]
 
 
-# Storage: read, conditional put, conditional delete. A failed precondition is an answer (None/False), not an error.
-
-def read_lease(loc: Location, client) -> Optional[Tuple[dict, str]]:
-    """The lease's record and version, or None when there is none."""
+def _folder_of(loc: Location) -> Location:
+    """The folder a lease lies in, where its hold lies too."""
     if loc.is_s3:
-        try:
-            resp = client.get_object(Bucket=loc.bucket, Key=loc.key)
-        except client.exceptions.ClientError as e:
-            if is_not_found(e):
-                return None
-            raise _failure("read", loc, e) from None
-        return _parse(resp["Body"].read()), resp["ETag"]
-    with _locked(loc):
-        return _read_local(loc.key)
-
-
-def put_lease(loc: Location, record: dict, expect: Optional[str], client) -> Optional[str]:
-    """Write `record` if the lease is absent (expect None) or still at version `expect`; the new version or None."""
-    body = json.dumps(record, indent=2, sort_keys=True).encode()
-    if loc.is_s3:
-        condition = {"IfNoneMatch": "*"} if expect is None else {"IfMatch": expect}
-        try:
-            return client.put_object(Bucket=loc.bucket, Key=loc.key, Body=body, **condition)["ETag"]
-        except client.exceptions.ClientError as e:
-            if _lost_race(e):
-                return None
-            raise _failure("write", loc, e) from None
-    with _locked(loc):
-        current = _read_local(loc.key)
-        if (current[1] if current else None) != expect:
-            return None
-        storage.write_bytes(loc, body)
-        return _digest(body)
-
-
-def _delete(loc: Location, expect: str, client) -> bool:
-    """Delete the lease if still at version `expect`; True when it is gone, False when another holds it."""
-    if loc.is_s3:
-        try:
-            client.delete_object(Bucket=loc.bucket, Key=loc.key, IfMatch=expect)
-            return True
-        except client.exceptions.ClientError as e:
-            if is_not_found(e):  # gone already (a retried delete that had landed)
-                return True
-            if _lost_race(e):
-                return False
-            raise _failure("delete", loc, e) from None
-    with _locked(loc):
-        current = _read_local(loc.key)
-        if current is not None and current[1] != expect:
-            return False
-        if current is not None:
-            os.remove(loc.key)
-        return True
-
-
-def _lost_race(error) -> bool:
-    """412: the condition failed; 409: a concurrent conditional write won; 404: If-Match on a deleted lease."""
-    lost = ("PreconditionFailed", "ConditionalRequestConflict", "NoSuchKey")
-    return _status(error) in (409, 412) or error_code(error) in lost
-
-
-def _status(error) -> Optional[int]:
-    return error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
-
-
-def _failure(verb: str, loc: Location, error) -> PipelineError:
-    hint = ": the markers store must support S3 conditional writes" if _status(error) == 501 else ""
-    return PipelineError(f"cannot {verb} the lease {loc.uri}: {error_code(error) or _status(error)}{hint}")
-
-
-def _read_local(path: str) -> Optional[Tuple[dict, str]]:
-    try:
-        with open(path, "rb") as f:
-            data = f.read()
-    except FileNotFoundError:
-        return None
-    return _parse(data), _digest(data)
-
-
-@contextmanager
-def _locked(loc: Location) -> Iterator[None]:
-    """Serialise every read-compare-write of one local leases folder (flock works on NFS v4 too)."""
-    folder = os.path.dirname(loc.key)
-    os.makedirs(folder, exist_ok=True)
-    fd = os.open(os.path.join(folder, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)
-
-
-def _parse(data: bytes) -> dict:
-    try:
-        record = json.loads(data)
-    except ValueError:
-        return {}
-    return record if isinstance(record, dict) else {}
-
-
-def _digest(data: bytes) -> str:
-    return hashlib.md5(data, usedforsecurity=False).hexdigest()
+        return Location("s3", loc.bucket, loc.key.rsplit("/", 1)[0])
+    return Location("file", "", os.path.dirname(loc.key))
 
 
 def _boot_id() -> str:

@@ -124,26 +124,31 @@ def fake_pass(name: str, wall: float, wcu: int, span: float, batches: list, tree
 
 
 def test_report_judges_each_target_from_the_measured_figures():
-    def size_result(runs: int, default_wall: float, default_wcu: int, rerun_wcu: int) -> SizeResult:
-        r = SizeResult(Size(runs, 2000), unique=1000, cross_copies=10, cross_other_batch=9, archive_mb=1.0,
-                       generate_s=1.0)
-        r.passes = {"default": fake_pass("default", default_wall, default_wcu, 1.25, [5, 5], 700),
+    def size_result(runs: int, default_wall: float, default_wcu: int, rerun_wcu: int,
+                    many_wcu: int = 1000) -> SizeResult:
+        r = SizeResult(Size(runs, 2000), unique=1000, cross_copies=10, archive_mb=1.0, generate_s=1.0,
+                       cross_other={"default": 0, "many batches": 9})
+        r.passes = {"default": fake_pass("default", default_wall, default_wcu, 1.25, [10], 700),
                     "re-run": fake_pass("re-run", 2.0, rerun_wcu, 0, [], 100),
+                    "many batches": fake_pass("many batches", 80.0, many_wcu, 1.0, [5, 5], 700),
                     "one batch": fake_pass("one batch", 50.0, 1000, 1.0, [10], 800),
                     "one batch, markers lost": fake_pass("one batch, markers lost", 20.0, 0, 0, [], 800)}
         return r
 
-    text, verdicts = document([size_result(10, 55.0, 1000, 0), size_result(100, 100.0, 1020, 3)], 1000.0,
+    text, verdicts = document([size_result(10, 55.0, 1000, 0, many_wcu=1030), size_result(100, 100.0, 1020, 3)],
+                              1000.0,
                               ["--batch-size", "100000"], "python -m bench.e2e --quick", 60.0)
     judged = {target.split(" (")[0]: (measured, ok) for target, measured, ok in verdicts}
     assert judged["default settings ≥ 0.8 of one batch's speed on 100 × 2,000"] == ("0.50", False)
     assert judged["≥ 0.9 of the budget used over the whole backfill"][1] is False  # 1,000 WCU over 1.25 s
-    assert judged["WCU per unique item ≤ 1.01 fresh, with cross-batch duplicates"] == ("1.020 (worst, 100 × 2,000)",
-                                                                                       False)
+    assert judged["WCU per unique item ≤ 1.01 fresh, with cross-batch duplicates"] == (
+        "1.030 (worst, 10 × 2,000, many batches)", False)
     assert judged["0 WCU on a re-run"] == ("3", False)
     assert judged["S3 requests per run flat"] == ("0.10×", True)  # the same requests over 10x the runs
     assert judged["peak memory bounded by the batch, not the archive"][1] is True
-    assert "| 100 × 2,000 | 100.0 | 2 (≤ 5 runs) |" in text and "`--batch-size 100000`" in text
+    assert "| 100 × 2,000 | 100.0 | 1 (≤ 10 runs) |" in text and "`--batch-size 100000`" in text
+    assert "| 10 × 2,000 | 1,000 | 10 | 0 (0%) | 9 (90%) | – | 1.000 | 1.030 | 1.000 |" in text
+    assert "| 80.0 | 2 (≤ 5 runs) | 0.62 |" in text  # many batches: 50 s as one batch over 80 s
     assert Size.parse("1,000x200") == Size(1000, 200)
 
 

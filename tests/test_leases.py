@@ -288,16 +288,95 @@ def test_a_resume_after_kill_9_does_not_wait(folder):
     with leases.hold(root, ["a"], client, purpose="resume", waiting=waiting):
         pass
     assert time.monotonic() - started < 5
+    names = [o.name for o in storage.list_objects(root.child("_leases"), client, recursive=False)]
+    assert [n for n in names if n != ".lock"] == []  # the victim's lease and hold are both gone
 
 
 def test_lease_files_are_json_under_the_leases_folder(tmp_path):
     root = parse_location(str(tmp_path / "manifest"))
     with leases.hold(root, ["2026-05-01-00-00-00"], purpose="batch x"):
-        path = tmp_path / "manifest" / "_leases" / "run=2026-05-01-00-00-00.json"
+        folder = tmp_path / "manifest" / "_leases"
+        path = folder / "run=2026-05-01-00-00-00.json"
         record = json.loads(path.read_text())
-        assert set(record) == {"lease", "purpose", "owner", "acquired_at", "heartbeat_at", "expires_at"}
+        assert set(record) == {"lease", "purpose", "owner", "acquired_at", "hold"}
         assert set(record["owner"]) == {"host", "boot", "pid", "started", "token"}
-    assert not path.exists()
+        hold = json.loads((folder / f"{record['hold']}.json").read_text())
+        assert set(hold) == {"lease", "purpose", "owner", "acquired_at", "heartbeat_at", "expires_at"}
+        assert hold["owner"] == record["owner"] and hold["purpose"] == "batch x"
+    assert sorted(p.name for p in folder.iterdir()) == [".lock"]
+
+
+def s3_requests(client) -> list:
+    """(operation, key, conditional) of every S3 request the client sends from now on."""
+    sent = []
+
+    def record(params, model, **_):
+        sent.append((model.name, params.get("Key") or params.get("Prefix"),
+                     bool(params.get("IfMatch") or params.get("IfNoneMatch"))))
+
+    client.meta.events.register("before-parameter-build.s3", record)
+    return sent
+
+
+def test_a_run_costs_two_requests_however_long_its_batch_holds_it(moto_reset):
+    """Only the hold is renewed: the runs' leases are written once and deleted once, with no read (one listing
+    of the leases folder shows them absent)."""
+    client = storage.s3_client()
+    client.create_bucket(Bucket="ops")
+    root = parse_location("s3://ops/markers/manifest")
+    runs = [f"2026-05-01-00-{m:02d}-00" for m in range(40)]
+    sent = s3_requests(client)
+    with leases.hold(root, runs, client, purpose="long batch", renew_every=0.05):
+        hold_key = leases.hold_location(root, leases.Owner.here().token).key  # any token: only its folder is used
+        before = len(sent)
+        while sum(1 for op, key, _ in sent[before:] if op == "PutObject") < 3:  # three beats at least
+            time.sleep(0.05)
+    runs_sent = [(op, key) for op, key, _ in sent if "/run=" in key]
+    assert sorted(runs_sent) == sorted([("PutObject", leases.lease_location(root, r).key) for r in runs] +
+                                       [("DeleteObject", leases.lease_location(root, r).key) for r in runs])
+    holds = [(op, key, conditional) for op, key, conditional in sent if "/hold=" in key]
+    assert all(conditional for _, _, conditional in holds) and len({key for _, key, _ in holds}) == 1
+    assert holds[0][0] == "PutObject" and holds[-1][0] == "DeleteObject" and len(holds) >= 5
+    assert os.path.dirname(holds[0][1]) == os.path.dirname(hold_key)
+    assert [op for op, key, _ in sent if "/run=" not in key and "/hold=" not in key] == ["ListObjectsV2"]
+
+
+def test_a_dead_batchs_leases_are_taken_over_at_once_and_its_hold_deleted(folder):
+    root, client = folder
+    pid, started = dead_process()
+    dead = other_owner(pid=pid, started=started)
+    hold, _ = leases.try_acquire(leases.hold_location(root, dead.token), dead, "killed batch", 600, client)
+    name = hold.record["lease"]
+    for run in ("a", "b"):
+        assert leases.try_acquire(leases.lease_location(root, run), dead, "killed batch", 600, client,
+                                  hold=name)[0] is not None
+    def waiting(message):
+        raise AssertionError(f"waited for a dead batch: {message}")
+
+    with leases.hold(root, ["a", "b", "c"], client, purpose="resume", waiting=waiting) as held:
+        assert [lease.record["purpose"] for lease in held] == ["resume"] * 3
+        assert stored(hold.loc, client) is None  # the dead hold is gone with its first lease taken over
+    assert storage.list_objects(root.child("_leases"), client, recursive=False) in ([], [storage.ObjectInfo(
+        ".lock", 0)])
+
+
+def test_a_live_hold_keeps_its_runs_and_one_gone_frees_them(folder):
+    root, client = folder
+    rival = other_owner()  # this very process: alive
+    hold, _ = leases.try_acquire(leases.hold_location(root, rival.token), rival, "rival batch", 60, client)
+    loc = leases.lease_location(root, "a")
+    leases.try_acquire(loc, rival, "rival batch", 60, client, hold=hold.record["lease"])
+    blocked, holder = leases.try_acquire(loc, other_owner(), "mine", 60, client)
+    assert blocked is None and holder == stored(hold.loc, client)  # the hold decides, and says who and why
+    judge = leases.Judge(root.child("_leases"), client, rival.boot)
+    assert judge.verdict(stored(loc, client), time.time())[0] is None
+    assert "expired" in judge.verdict(stored(loc, client), time.time() + 61)[0]
+    assert leases.release(hold, client)
+    assert "is gone" in leases.Judge(root.child("_leases"), client, rival.boot).verdict(stored(loc, client),
+                                                                                       time.time())[0]
+    assert leases.try_acquire(loc, other_owner(), "mine", 60, client)[0] is not None
+    forged = dict(stored(loc, client), hold="../../elsewhere")
+    assert judge.verdict(forged, time.time())[0] == "unreadable lease record"
 
 
 def test_a_renewal_whose_answer_was_lost_is_still_ours(folder, monkeypatch):
