@@ -120,11 +120,11 @@ def finish_report(s: RunState, read_s: float, action_timing: str, action_s: floa
              f", {summary}" if summary else "", f"; {report['errors'][0]}" if report["errors"] else "")
 
 
-def save_report(reports: Location, s: RunState) -> bool:
+def save_report(reports: Location, s: RunState, client=None) -> bool:
     """Write one run's report; a failure is logged and leaves the run unmarked, the other reports still go."""
     target = report_location(reports, s.run)
     try:
-        write_bytes(target, dumps(s.report).encode("utf-8"))
+        write_bytes(target, dumps(s.report).encode("utf-8"), client)
         return True
     except Exception as e:  # noqa: BLE001
         LOG.error("run %s: cannot write its report to %s: %s", s.run, target.uri, error_line(e))
