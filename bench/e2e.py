@@ -6,9 +6,10 @@ and as one batch, against the capacity-enforcing DynamoDB stand-in; printed and 
     python -m bench.e2e --sizes 100x2000 --budget 1000
 
 Every size gets a fresh moto state and a generated archive (bench/archive.py: 2% in-run and 1% cross-run
-duplicates, a cross-run copy repeating a key of any earlier run, so most land in another batch), then four
-commands: default settings (fresh table), the same again (markers kept: a resume with nothing to do), one batch
-(ONE_BATCH below, another fresh table) and one batch again with its markers lost (every key already in the table).
+duplicates, a cross-run copy repeating a key of any earlier run, so most land in another batch), then five
+commands: default settings (fresh table), the same again (markers kept: a resume with nothing to do), many batches
+(--batch-minutes cut to about MANY_BATCHES batches, another fresh table), one batch (ONE_BATCH below, a third fresh
+table) and one batch again with its markers lost (every key already in the table).
 S3 goes through a recording endpoint (bench/s3_endpoint.py --record), DynamoDB through the stand-in at the budget
 (bench/dynamo_endpoint.py), both in front of one moto server; memory is sampled from /proc (bench/procmem.py).
 """

@@ -248,6 +248,15 @@ def verdicts(results: List[SizeResult]) -> List[Verdict]:
         out.append((f"peak memory bounded by the batch, not the archive (default settings, whole tree, {span}: "
                     f"at most {MEMORY_TARGET}×)", f"{mem:.2f}× ({_mb(ds.peaks.total)} → {_mb(dl.peaks.total)} MiB)",
                     mem <= MEMORY_TARGET))
+    equal = [(a, b) for a in results for b in results
+             if a.size.runs < b.size.runs and a.size.runs * a.size.events == b.size.runs * b.size.events]
+    if equal:  # the same events in 10x the runs: what the archive's run count alone does to the peak
+        a, b = max(equal, key=lambda pair: pair[1].size.runs / pair[0].size.runs)
+        pa, pb = a.passes["default"].peaks.total, b.passes["default"].peaks.total
+        mem = pb / max(pa, 1)
+        out.append((f"peak memory not growing with the runs at equal events ({a.size.label} → {b.size.label}, "
+                    f"default settings, whole tree: at most {MEMORY_TARGET}×)",
+                    f"{mem:.2f}× ({_mb(pa)} → {_mb(pb)} MiB)", mem <= MEMORY_TARGET))
     return out
 
 

@@ -3,6 +3,7 @@ budget-use arithmetic, memory sampling of a real process tree, and the report's 
 whole benchmark on its smallest archive (`make test-slow`)."""
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import sys
 import time
@@ -146,6 +147,11 @@ def test_report_judges_each_target_from_the_measured_figures():
     assert judged["0 WCU on a re-run"] == ("3", False)
     assert judged["S3 requests per run flat"] == ("0.10×", True)  # the same requests over 10x the runs
     assert judged["peak memory bounded by the batch, not the archive"][1] is True
+    assert not any(t.startswith("peak memory not growing with the runs") for t in judged)  # no equal-events pair
+    equal = document([size_result(10, 55.0, 1000, 0), size_result(100, 100.0, 1000, 0)] + [
+        dataclasses.replace(size_result(1000, 100.0, 1000, 0), size=Size(1000, 200))], 1000.0, [], "c", 1.0)[1]
+    assert ("peak memory not growing with the runs at equal events (100 × 2,000 → 1,000 × 200, default settings, "
+            "whole tree: at most 1.25×)", "1.00× (700 → 700 MiB)", True) in equal
     assert "| 100 × 2,000 | 100.0 | 1 (≤ 10 runs) |" in text and "`--batch-size 100000`" in text
     assert "| 10 × 2,000 | 1,000 | 10 | 0 (0%) | 9 (90%) | – | 1.000 | 1.030 | 1.000 |" in text
     assert "| 80.0 | 2 (≤ 5 runs) | 0.62 |" in text  # many batches: 50 s as one batch over 80 s
