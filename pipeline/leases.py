@@ -137,7 +137,7 @@ class Judge:
         if not isinstance(name, str) or not _HOLD.fullmatch(name):
             return "unreadable lease record", record
         if name not in self._holds:
-            self._holds[name] = read_lease(self.folder.child(f"{name}.json"), self.client)
+            self._holds[name] = read_lease(self._location(name), self.client)
         hold = self._holds[name]
         if hold is None:
             return f"its hold {name} is gone", record
@@ -148,8 +148,11 @@ class Judge:
         name = record.get("hold")
         hold = self._holds.get(name) if isinstance(name, str) else None
         if hold is not None:
-            delete_lease(self.folder.child(f"{name}.json"), hold[1], self.client)
+            delete_lease(self._location(name), hold[1], self.client)
             self._holds[name] = None
+
+    def _location(self, name: str) -> Location:
+        return self.folder.child(f"{name}.json")
 
 
 def try_acquire(loc: Location, owner: Owner, purpose: str = "", seconds: float = LEASE_SECONDS, client=None, *,
