@@ -10,7 +10,7 @@ $(STAMP): setup.py
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e '.[test]'
-	@$(BIN)/python -m pipeline.doctor
+	@$(BIN)/python -m pipeline.runners.doctor
 	touch $(STAMP)
 
 venv: $(STAMP)

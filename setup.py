@@ -6,7 +6,7 @@ setup(
     version="0.1.0",
     description="Back-fill Snowplow's DynamoDB event manifest from the enriched archive",
     packages=find_packages(include=["pipeline", "pipeline.*", "spark", "spark.*"]),
-    package_data={"pipeline": ["iglu_repo/schemas/*/*/*/*"]},
+    package_data={"pipeline.configs": ["iglu_repo/schemas/*/*/*/*"]},
     include_package_data=True,
     python_requires=">=3.9",
     install_requires=[

@@ -1,92 +1,19 @@
-"""Luigi tasks that back-fill Snowplow's DynamoDB event manifest: `luigi --module pipeline PopulateManifest`."""
-from __future__ import annotations
+"""Back-fill Snowplow's DynamoDB event manifest: `luigi --module pipeline PopulateManifest ...`.
 
-import atexit
-import logging
-import re
-import sys
+Importing the package sets up the command's console (one-line errors, exit codes) and registers its Luigi tasks.
+Its subpackages are floors, each importing only those below it (tests/test_layout.py holds to it):
 
-import luigi.configuration
+    tasks          the Luigi face: the commands and the tasks of their graphs, targets, the scheduler check
+    reports        what an operator reads: the dry run, the summary, clean and verify reports
+    orchestration  one backfill, Luigi-free: its context, plan, batch lifecycle, import, launcher
+    runners        the Spark job on this machine or as EMR steps: job code, EMR requests, outcomes
+    stores         what lives in S3 or on disk and in DynamoDB: markers, records, leases, listings, the table
+    configs        the user's files and settings: storage and resolver configs, Iglu, config.yml, [emr], params
+    rules          pure rules at the bottom: errors, run ids, batches, estimates, text
+"""
+from pipeline.tasks import console  # noqa: F401 - sets up the command's console
+from pipeline.tasks.maintenance import CleanBatch, CleanManifest, VerifyBatch, VerifyManifest
+from pipeline.tasks.populate import EnumerateRuns, ImportBatch, PopulateManifest, RunBatch, ValidateConfigs
 
-from .errors import PipelineError
-
-# A user's mistake is one clear line, not a traceback: luigi logs task failures with the exception attached and
-# scheduling failures (errors in requires/complete) with the traceback pasted into the message.
-_LAST_LINE = re.compile(r"^(?:pipeline|spark)\.[\w.]*(?:Error|Exception): (.*)$")
-
-
-class _OneLineErrors(logging.Filter):
-    """Turns a PipelineError's log record into its message alone, and repeats it as the very last line."""
-
-    def __init__(self):
-        super().__init__()
-        self.messages = []
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        message = str(exc) if isinstance(exc, PipelineError) else None
-        if message is None and isinstance(record.msg, str) and record.msg.startswith("Will not run"):
-            lines = [ln.strip() for ln in record.msg.splitlines() if ln.strip()]
-            match = _LAST_LINE.match(lines[-1]) if lines else None
-            message = match.group(1) if match else None
-        if message is not None:
-            record.msg, record.args, record.exc_info, record.exc_text = message, (), None, None
-            record.levelno, record.levelname = logging.ERROR, "ERROR"
-            if message not in self.messages:
-                self.messages.append(message)
-        return True
-
-    def repeat_at_exit(self) -> None:
-        for message in self.messages:
-            print(f"ERROR: {message}", file=sys.stderr, flush=True)
-
-
-# The same codes as luigi.cfg's [retcode], for runs from a folder without that file: luigi builds its (cached)
-# retcode config before importing this module, so unset codes are filled on that very instance.
-RETCODES = {"already_running": 10, "missing_data": 20, "not_run": 25, "task_failed": 30, "scheduling_error": 35,
-            "unhandled_exception": 40}
-
-
-def _default_retcodes() -> None:
-    from luigi.retcodes import retcode
-
-    codes = retcode()
-    for name, value in RETCODES.items():
-        if not getattr(codes, name):
-            setattr(codes, name, value)
-
-
-def _default_worker_settings() -> None:
-    """Luigi re-checks a task's dependencies just before running it, in the process that runs it. Ours need not be:
-    luigid hands out a batch only once its dependencies are done (perhaps by another process, whose validation
-    and enumeration tasks this process never ran), and each batch re-checks its runs under their leases. luigi.cfg
-    says so too; this holds without it."""
-    config = luigi.configuration.get_config()
-    if not config.has_option("worker", "check_unfulfilled_deps"):
-        if not config.has_section("worker"):
-            config.add_section("worker")
-        config.set("worker", "check_unfulfilled_deps", "false")
-
-
-def _show_our_logs() -> None:
-    """Luigi configures only its own logger; ours (manifest.*) print the same way, to stderr."""
-    ours = logging.getLogger("manifest")
-    if not ours.handlers:
-        handler = logging.StreamHandler()
-        handler.setFormatter(logging.Formatter("%(levelname)s: %(message)s"))
-        ours.addHandler(handler)
-        ours.setLevel(logging.INFO)
-
-
-_default_retcodes()
-_default_worker_settings()
-_show_our_logs()
-ONE_LINE_ERRORS = _OneLineErrors()  # the messages the command repeats as its last lines
-logging.getLogger("luigi-interface").addFilter(ONE_LINE_ERRORS)
-atexit.register(ONE_LINE_ERRORS.repeat_at_exit)
-
-from .maintenance import CleanBatch, CleanManifest, VerifyBatch, VerifyManifest  # noqa: E402
-from .tasks import EnumerateRuns, ImportBatch, PopulateManifest, RunBatch, ValidateConfigs  # noqa: E402
-
-__all__ = ["CleanBatch", "CleanManifest", "EnumerateRuns", "ImportBatch", "PipelineError", "PopulateManifest",
-           "RunBatch", "ValidateConfigs", "VerifyBatch", "VerifyManifest"]
+__all__ = ["CleanBatch", "CleanManifest", "EnumerateRuns", "ImportBatch", "PopulateManifest", "RunBatch",
+           "ValidateConfigs", "VerifyBatch", "VerifyManifest"]

@@ -21,9 +21,9 @@ from typing import Callable, Dict, List, Optional, Tuple
 import boto3
 from luigi.retcodes import run_with_retcodes
 
-import pipeline
 from bench.archive import ArchiveTruth, generate_archive, run_ids
 from bench.servers import free_port
+from pipeline.tasks import console
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -98,8 +98,8 @@ def run_in_process(command: List[str]) -> subprocess.CompletedProcess:
         code = exited.code or 0
     finally:
         root.removeHandler(collect)
-        collect.lines += [f"ERROR: {message}" for message in pipeline.ONE_LINE_ERRORS.messages]  # as at exit
-        pipeline.ONE_LINE_ERRORS.messages.clear()
+        collect.lines += [f"ERROR: {message}" for message in console.ONE_LINE_ERRORS.messages]  # as at exit
+        console.ONE_LINE_ERRORS.messages.clear()
     return subprocess.CompletedProcess(command, code, out.getvalue(), "\n".join(collect.lines))
 
 

@@ -11,9 +11,8 @@ from pathlib import Path
 
 import pytest
 
-import pipeline
 from bench import servers
-from pipeline import tasks
+from pipeline.tasks import command, console
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_IGLU = ROOT.parent / "shared" / "iglu"
@@ -88,8 +87,8 @@ def nothing_at_exit():
     """A backfill run in-process whose batch failed would write its summary as pytest exits, to a moto server that
     is gone by then: each test's own end is its process's end."""
     yield
-    tasks.EXIT_SUMMARIES.clear()
-    pipeline.ONE_LINE_ERRORS.messages.clear()  # and the command's last lines, repeated at exit
+    command.EXIT_SUMMARIES.clear()
+    console.ONE_LINE_ERRORS.messages.clear()  # and the command's last lines, repeated at exit
 
 
 @pytest.fixture

@@ -10,15 +10,15 @@ import boto3
 import luigi
 from luigi.execution_summary import LuigiStatusCode
 
-from pipeline import launch
-from pipeline.runners import BatchOutcome
+from pipeline.orchestration import launch
+from pipeline.runners.outcome import BatchOutcome
 from spark import storage
 from spark.report import new_report
 from spark.spec import BatchSpec
 from tests.cli import EXAMPLES, storage_config
 
 EVENTS = 10  # each run of `archive_of` holds this many events, as the plan estimates them from bytes
-RUN_BYTES = EVENTS * 1300  # estimate.AVG_LINE_BYTES a line, plain
+RUN_BYTES = EVENTS * 1300  # sizing.AVG_LINE_BYTES a line, plain
 
 
 def archive_of(runs: List[str], bucket: str = "archive", prefix: str = "enriched") -> str:

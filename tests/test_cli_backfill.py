@@ -9,7 +9,7 @@ import time
 import boto3
 import pytest
 
-from pipeline.markers import MarkerStore
+from pipeline.stores.markers import MarkerStore
 from spark.manifest import ATTRIBUTES, KEY_SCHEMA
 from spark.storage import parse_location
 from tests.cli import (

@@ -12,9 +12,9 @@ import pytest
 
 from bench import servers
 from bench.archive import generate_archive
-from pipeline.importing import import_id, record_location, staging_location
-from pipeline.markers import MarkerStore
-from pipeline.params import backfill_id
+from pipeline.configs.params import backfill_id
+from pipeline.orchestration.importing import import_id, record_location, staging_location
+from pipeline.stores.markers import MarkerStore
 from spark import report as reports
 from spark.manifest import ATTRIBUTES, KEY_SCHEMA
 from spark.storage import parse_location

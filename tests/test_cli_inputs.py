@@ -3,8 +3,8 @@ the `luigi` command itself where its exit code and last line are the point."""
 import boto3
 import pytest
 
-from pipeline.errors import PipelineError
-from pipeline.tasks import PopulateManifest
+from pipeline.rules.errors import PipelineError
+from pipeline.tasks.populate import PopulateManifest
 from tests.cli import EXAMPLES, SCHEDULING_ERROR, luigi_env, populate_command, run_luigi, storage_config
 
 

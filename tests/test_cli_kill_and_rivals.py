@@ -21,8 +21,8 @@ import pytest
 
 from bench import servers
 from bench.archive import ArchiveTruth
-from pipeline import leases
-from pipeline.markers import MarkerStore
+from pipeline.stores import leases
+from pipeline.stores.markers import MarkerStore
 from spark import storage
 from spark.storage import parse_location
 from tests.cli import (

@@ -10,8 +10,8 @@ import boto3
 import pytest
 
 from bench import servers
-from pipeline.markers import MarkerStore
-from pipeline.records import cleaned_store, verified_store
+from pipeline.stores.markers import MarkerStore
+from pipeline.stores.records import cleaned_store, verified_store
 from spark import maintenance as mt
 from spark.storage import parse_location
 from tests.cli import (

@@ -7,7 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.configs import (
+from pipeline.configs.iglu_repositories import PACKAGE_REPOSITORY_NAME
+from pipeline.configs.iglu_resolver import Resolver
+from pipeline.configs.self_describing import SchemaKey
+from pipeline.configs.storage_config import (
     MAX_CONFIG_BYTES,
     ConfigError,
     StorageConfig,
@@ -15,9 +18,6 @@ from pipeline.configs import (
     load_resolver,
     load_storage_config,
 )
-from pipeline.iglu_repositories import PACKAGE_REPOSITORY_NAME
-from pipeline.iglu_resolver import Resolver
-from pipeline.self_describing import SchemaKey
 from tests.test_iglu import free_port
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"

@@ -17,11 +17,11 @@ from moto.core import DEFAULT_ACCOUNT_ID
 from moto.emr.models import emr_backends
 from moto.s3.models import s3_backends
 
-from pipeline import jobcode
-from pipeline.emr import EmrRunner, session_for
-from pipeline.emr_requests import BACKFILL_TAG, STEP_ARGS_LIMIT, cluster_request, step_request
-from pipeline.emr_settings import EmrSettings
-from pipeline.errors import PipelineError
+from pipeline.configs.emr_settings import EmrSettings
+from pipeline.rules.errors import PipelineError
+from pipeline.runners import jobcode
+from pipeline.runners.emr import EmrRunner, session_for
+from pipeline.runners.emr_requests import BACKFILL_TAG, STEP_ARGS_LIMIT, cluster_request, step_request
 from spark.spec import BatchSpec
 from spark.storage import parse_location
 

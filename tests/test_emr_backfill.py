@@ -18,8 +18,8 @@ from moto.emr.models import emr_backends
 from moto.server import ThreadedMotoServer
 
 from bench import servers
-from pipeline.local import spark_submit
-from pipeline.markers import MarkerStore
+from pipeline.runners.local import spark_submit
+from pipeline.stores.markers import MarkerStore
 from spark.storage import parse_location, read_bytes
 from tests import procs
 from tests.cli import (

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.emr_requests import cluster_request
-from pipeline.emr_settings import EmrSettings
-from pipeline.errors import PipelineError
+from pipeline.configs.emr_settings import EmrSettings
+from pipeline.rules.errors import PipelineError
+from pipeline.runners.emr_requests import cluster_request
 
 
 def test_settings_from_luigi_cfg_strings():

@@ -6,10 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import estimate
-from pipeline.emr_settings import EmrSettings
-from pipeline.emretlrunner import backfill_archive, cluster_settings, merge_settings, read_emretlrunner_config
-from pipeline.errors import PipelineError
+from pipeline.configs.emr_settings import EmrSettings
+from pipeline.configs.emretlrunner import backfill_archive, cluster_settings, merge_settings, read_emretlrunner_config
+from pipeline.reports import estimate
+from pipeline.rules.errors import PipelineError
 
 SAMPLE = Path(__file__).resolve().parent.parent / "examples" / "emretlrunner-config.yml"
 CANARY = "canarySecretZ9x8c7v6b5n4"

@@ -5,9 +5,10 @@ import json
 
 import pytest
 
-from pipeline import estimate
-from pipeline.errors import PipelineError
-from pipeline.estimate import InstanceGroup, Prices
+from pipeline.reports import estimate
+from pipeline.reports.estimate import InstanceGroup, Prices
+from pipeline.rules import sizing
+from pipeline.rules.errors import PipelineError
 
 P = Prices()
 CLUSTER = [InstanceGroup("master", "m5.xlarge", 1), InstanceGroup("core", "m5.xlarge", 2)]
@@ -52,8 +53,8 @@ def test_item_sizes_hold_for_a_real_item():
 
 
 def test_events_from_bytes_inflates_gzip_names_only():
-    assert estimate.events_from_bytes([("part-0.gz", 1300), ("part-1", 2600), ("part-2.GZIP", 650)]) == 6 + 2 + 3
-    assert estimate.events_from_bytes([]) == 0
+    assert sizing.events_from_bytes([("part-0.gz", 1300), ("part-1", 2600), ("part-2.GZIP", 650)]) == 6 + 2 + 3
+    assert sizing.events_from_bytes([]) == 0
 
 
 def test_events_source():

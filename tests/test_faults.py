@@ -20,7 +20,7 @@ import pytest
 
 from bench import dynamo_endpoint, s3_endpoint
 from bench.archive import ArchiveTruth
-from pipeline.markers import MarkerStore
+from pipeline.stores.markers import MarkerStore
 from spark.archive import iter_chunks
 from spark.report import counts_add_up
 from spark.storage import list_objects, parse_location, read_bytes, s3_client

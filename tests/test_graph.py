@@ -5,12 +5,13 @@ import boto3
 import pytest
 from luigi.execution_summary import LuigiStatusCode
 
-from pipeline import context, tasks
-from pipeline.maintenance import CleanManifest, VerifyManifest
-from pipeline.markers import MarkerStore
-from pipeline.records import cleaned_store, verified_store
-from pipeline.runners import Status
-from pipeline.tasks import EnumerateRuns, PopulateManifest, RunBatch, ValidateConfigs
+from pipeline.orchestration import context
+from pipeline.rules.errors import PipelineError
+from pipeline.runners.outcome import Status
+from pipeline.stores.markers import MarkerStore
+from pipeline.stores.records import cleaned_store, verified_store
+from pipeline.tasks.maintenance import CleanManifest, VerifyManifest
+from pipeline.tasks.populate import EnumerateRuns, PopulateManifest, RunBatch, ValidateConfigs
 from spark import storage
 from spark.storage import parse_location
 from tests.cli import recent_runs
@@ -59,7 +60,7 @@ def test_batch_failure_is_one_line_naming_the_unproven_runs(world):
     fake.fail = {runs[1]}
     owner = open_populate(tmp_path, archive)
     index, batch = owner.batch(runs[0], runs[1], 2)
-    with pytest.raises(tasks.PipelineError) as failure:
+    with pytest.raises(PipelineError) as failure:
         owner.run_batch(batch, index, Status())
     message = str(failure.value)
     assert "\n" not in message and f"run {runs[1]}: 10 write failures, 0 events not written" in message
@@ -116,8 +117,8 @@ def test_outputs_are_the_runs_markers_decided_from_one_listing(world, monkeypatc
 def test_configs_are_validated_once_per_process(world, monkeypatch):
     runs, archive, fake, tmp_path = world
     calls = []
-    real = context.configs.load_configs
-    monkeypatch.setattr(context.configs, "load_configs", lambda *a: calls.append(a) or real(*a))
+    real = context.load_config_files
+    monkeypatch.setattr(context, "load_config_files", lambda *a: calls.append(a) or real(*a))
     assert build(PopulateManifest(**command_args(tmp_path, archive, **SMALL))) == LuigiStatusCode.SUCCESS
     assert len(calls) == 1
 
@@ -184,5 +185,5 @@ def test_clean_then_verify_select_their_runs_and_record_them(world):
 
 
 def test_a_batch_outside_the_process_that_planned_it_is_refused(world):
-    with pytest.raises(tasks.PipelineError, match="was not planned by this process"):
+    with pytest.raises(PipelineError, match="was not planned by this process"):
         RunBatch(backfill="0123456789ab", first_run="a", last_run="b", runs=1).output()

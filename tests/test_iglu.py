@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.configs import load_resolver
-from pipeline.iglu_repositories import PACKAGE_REPOSITORY_NAME, EmbeddedRepository, HttpRepository
-from pipeline.iglu_resolver import Resolver
-from pipeline.self_describing import IgluError, SchemaKey, parse_envelope
+from pipeline.configs.iglu_repositories import PACKAGE_REPOSITORY_NAME, EmbeddedRepository, HttpRepository
+from pipeline.configs.iglu_resolver import Resolver
+from pipeline.configs.self_describing import IgluError, SchemaKey, parse_envelope
+from pipeline.configs.storage_config import load_resolver
 
 SHARED = Path(__file__).resolve().parent.parent.parent / "shared" / "iglu"
 DYNAMODB = "com.snowplowanalytics.snowplow.storage/amazon_dynamodb_config/jsonschema"

@@ -11,9 +11,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from pipeline import jobcode
-from pipeline.emr import EmrRunner
-from pipeline.emr_settings import EmrSettings
+from pipeline.configs.emr_settings import EmrSettings
+from pipeline.runners import jobcode
+from pipeline.runners.emr import EmrRunner
 from spark.spec import BatchSpec
 from spark.storage import parse_location
 

@@ -12,8 +12,8 @@ import time
 import pytest
 
 from bench import servers
-from pipeline import leases
-from pipeline.errors import PipelineError
+from pipeline.rules.errors import PipelineError
+from pipeline.stores import leases
 from spark import storage
 from spark.storage import parse_location
 
@@ -270,7 +270,7 @@ def test_hold_reports_a_lease_taken_over_while_held(folder):
 def test_a_resume_after_kill_9_does_not_wait(folder):
     """A real process holds a run's lease and is killed with SIGKILL: the next holder takes it over at once."""
     root, client = folder
-    code = ("import sys, time; from pipeline import leases; from spark import storage; "
+    code = ("import sys, time; from pipeline.stores import leases; from spark import storage; "
             f"root = storage.parse_location({root.uri!r}); "
             "client = storage.s3_client() if root.is_s3 else None; "
             "cm = leases.hold(root, ['a'], client, purpose='victim'); cm.__enter__(); "

@@ -4,9 +4,9 @@ import configparser
 import luigi
 import pytest
 
-from pipeline.estimate import Prices
-from pipeline.maintenance import CleanManifest, VerifyManifest
-from pipeline.tasks import PopulateManifest
+from pipeline.reports.estimate import Prices
+from pipeline.tasks.maintenance import CleanManifest, VerifyManifest
+from pipeline.tasks.populate import PopulateManifest
 from tests.cli import ROOT
 
 REQUIRED = {"enriched_archive", "storage_config", "resolver"}
@@ -41,7 +41,7 @@ def test_maintenance_tasks_read_shared_settings_from_populate_section():
 
 
 def test_retcodes_and_pricing_match_the_code():
-    from pipeline import RETCODES
+    from pipeline.tasks.console import RETCODES
 
     cfg = read_cfg()
     assert {k: int(v) for k, v in cfg["retcode"].items()} == RETCODES

@@ -5,8 +5,8 @@ import subprocess
 import time
 
 from bench.servers import free_port
-from pipeline.markers import MarkerStore
-from pipeline.scheduler import SCHEDULER_UNREACHABLE
+from pipeline.stores.markers import MarkerStore
+from pipeline.tasks.scheduler import SCHEDULER_UNREACHABLE
 from spark.storage import parse_location
 from tests.cli import (
     ARCHIVE,

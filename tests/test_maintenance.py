@@ -10,10 +10,10 @@ import boto3
 import pytest
 
 from bench.dynamo_endpoint import fetch_stats
-from pipeline.errors import PipelineError
-from pipeline.maintenance_plan import read_budget
-from pipeline.runs import check_selection, parse_runs, parse_until, select_runs
-from pipeline.table import describe_table
+from pipeline.orchestration.maintenance_plan import read_budget
+from pipeline.rules.errors import PipelineError
+from pipeline.rules.runs import check_selection, parse_runs, parse_until, select_runs
+from pipeline.stores.table import describe_table
 from spark import events as ev
 from spark import maintenance as mt
 from spark.dynamo import WriteError, dynamodb_client

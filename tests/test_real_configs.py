@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from pipeline import estimate
-from pipeline.configs import load_resolver, load_storage_config
-from pipeline.emretlrunner import ARCHIVE_SETTING, backfill_archive, cluster_settings, read_emretlrunner_config
-from pipeline.errors import PipelineError
-from pipeline.iglu_resolver import Resolver
-from pipeline.self_describing import SchemaKey
+from pipeline.configs.emretlrunner import ARCHIVE_SETTING, backfill_archive, cluster_settings, read_emretlrunner_config
+from pipeline.configs.iglu_resolver import Resolver
+from pipeline.configs.self_describing import SchemaKey
+from pipeline.configs.storage_config import load_resolver, load_storage_config
+from pipeline.reports import estimate
+from pipeline.rules.errors import PipelineError
 from tests.test_configs import config_error
 
 ROOT = Path(__file__).resolve().parent.parent

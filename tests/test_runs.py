@@ -4,9 +4,10 @@ from concurrent.futures import ThreadPoolExecutor
 import boto3
 import pytest
 
-from pipeline import batches, listing, runs
-from pipeline.errors import PipelineError
-from pipeline.params import Params, check_params
+from pipeline.configs.params import Params, check_params
+from pipeline.rules import batches, runs
+from pipeline.rules.errors import PipelineError
+from pipeline.stores import listing
 from spark.runid import parse_run_id
 from spark.storage import parse_location
 

@@ -8,15 +8,18 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from pipeline import batches, listing, summary
-from pipeline.configs import StorageConfig
-from pipeline.context import Context
-from pipeline.estimate import Prices
-from pipeline.markers import MarkerStore
-from pipeline.params import Params
-from pipeline.plan import Plan
-from pipeline.results import collect
-from pipeline.table import TableInfo
+from pipeline.configs.params import Params
+from pipeline.configs.storage_config import StorageConfig
+from pipeline.orchestration.context import Context
+from pipeline.orchestration.plan import Plan
+from pipeline.reports import dry_run, summary
+from pipeline.reports.estimate import Prices
+from pipeline.reports.results import collect
+from pipeline.rules import batches
+from pipeline.rules import text as fmt
+from pipeline.stores import listing
+from pipeline.stores.markers import MarkerStore
+from pipeline.stores.table import TableInfo
 from spark.report import new_report
 from spark.storage import parse_location
 
@@ -64,7 +67,7 @@ def test_dry_run_json_holds_the_plan_and_estimates(archive, tmp_path):
     skipped = [{"run": "logs", "reason": "not a run folder (expected run=YYYY-MM-DD-HH-MM-SS)"},
                {"run": "2021-01-01-00-00-00", "reason": "before --since 2021-02-01-00-00-00"}]
     plan = make_plan(archive, str(tmp_path / "markers"), skipped=skipped)
-    text, data = summary.dry_run(plan)
+    text, data = dry_run.dry_run(plan)
     assert json.loads(json.dumps(data)) == data
     assert data["runs_to_do"] == RUNS and data["runs_done"] == [DONE] and data["runs_skipped"] == skipped
     assert data["batches"] == batch_rows([RUNS[:2], RUNS[2:]])
@@ -83,7 +86,7 @@ def test_dry_run_json_holds_the_plan_and_estimates(archive, tmp_path):
 
 def test_dry_run_text_is_a_readable_table(archive, tmp_path):
     plan = make_plan(archive, str(tmp_path / "markers"), skipped=[{"run": "logs", "reason": "not a run folder"}])
-    text, _ = summary.dry_run(plan, emr={"core_instance_count": "2"})
+    text, _ = dry_run.dry_run(plan, emr={"core_instance_count": "2"})
     lines = text.splitlines()
     assert "manifest-table" in lines[0] and "(provisioned, 1,000 WCU)" in lines[0] and "Nothing was written" in lines[0]
     assert "3 to do in 2 batches, 1 already done, 1 skipped; 6 objects, 11.7 KB, 24 events" in lines[1]
@@ -100,10 +103,10 @@ def test_dry_run_text_is_a_readable_table(archive, tmp_path):
 
 def test_dry_run_uses_counted_events_and_says_when_partly_estimated(archive, tmp_path):
     plan = make_plan(archive, str(tmp_path / "markers"))
-    _, data = summary.dry_run(plan, counted_events={r: 1000 for r in RUNS})
+    _, data = dry_run.dry_run(plan, counted_events={r: 1000 for r in RUNS})
     assert data["events"] == 3000 and data["events_source"] == "counted"
     assert not any("rough" in n for n in data["estimates"]["notes"])
-    text, data = summary.dry_run(plan, counted_events={RUNS[0]: 1000})
+    text, data = dry_run.dry_run(plan, counted_events={RUNS[0]: 1000})
     assert data["events"] == 1000 + 2 * 8 and data["events_source"] == "partly estimated from bytes"
     assert data["per_run"][RUNS[0]]["events_source"] == "counted"
     assert "~ estimated from bytes (rough)" in text
@@ -112,7 +115,7 @@ def test_dry_run_uses_counted_events_and_says_when_partly_estimated(archive, tmp
 def test_dry_run_prices_and_unknown_instance_types(archive, tmp_path):
     plan = make_plan(archive, str(tmp_path / "markers"), billing="PAY_PER_REQUEST")
     prices = Prices(on_demand_write_per_million=1e6)  # $1 per write: the figures become readable
-    text, data = summary.dry_run(plan, prices=prices, emr={"core_instance_type": "x9.huge"})
+    text, data = dry_run.dry_run(plan, prices=prices, emr={"core_instance_type": "x9.huge"})
     cond = data["estimates"]["methods"]["conditional"]
     assert cond["dynamodb_usd"] == pytest.approx(24.0) and cond["total_usd"] is None
     assert "$24.00" in text and "unknown price" in text and "unknown price for x9.huge" in text
@@ -122,7 +125,7 @@ def test_unreadable_runs_are_skipped_and_named(archive, tmp_path):
     reason = listing.unreadable_reason(["part-00001.gz"])
     plan = make_plan(archive, str(tmp_path / "markers"), todo=[RUNS[0], RUNS[2]], unreadable=[RUNS[1]],
                      skipped=[{"run": RUNS[1], "reason": reason}])
-    text, data = summary.dry_run(plan)
+    text, data = dry_run.dry_run(plan)
     assert data["runs_to_do"] == [RUNS[0], RUNS[2]]
     assert data["runs_skipped"] == [{"run": RUNS[1], "reason": "unreadable storage class: part-00001.gz "
                                                                "(GLACIER or DEEP_ARCHIVE: restore them first)"}]
@@ -130,7 +133,7 @@ def test_unreadable_runs_are_skipped_and_named(archive, tmp_path):
     assert (data["objects"], data["events"]) == (4, 16) and data["nothing_to_do"] is None
     plan = make_plan(archive, str(tmp_path / "markers"), todo=[], done=[], unreadable=[RUNS[1]],
                      skipped=[{"run": RUNS[1], "reason": reason}])
-    text, data = summary.dry_run(plan)
+    text, data = dry_run.dry_run(plan)
     assert data["runs_to_do"] == [] and data["batches"] == [] and data["estimates"]["events"] == 0
     assert data["nothing_to_do"] == "1 run left to do, all in an unreadable storage class"
     assert "Nothing to do: 1 run left to do, all in an unreadable storage class." in text
@@ -159,7 +162,7 @@ def test_dry_run_text_shortens_long_lists_but_json_keeps_all(tmp_path):
     for run in many:
         (tmp_path / "archive" / f"run={run}").mkdir(parents=True)
     plan = make_plan(str(tmp_path / "archive"), str(tmp_path / "markers"), todo=many, batch_size=1)
-    text, data = summary.dry_run(plan)
+    text, data = dry_run.dry_run(plan)
     assert len(data["runs_to_do"]) == 72 and len(data["batches"]) == 72
     assert "... 32 more runs (all in --output-json)" in text and "... 32 more batches" in text
     assert "Batches (72, up to 10 min of writing or 1 runs each; each starts in ~7 s, 8 min 24 s in all):" in text
@@ -222,15 +225,15 @@ def test_after_run_that_did_nothing_says_why(tmp_path, done, since, why):
     plan = make_plan(str(tmp_path / "archive"), str(tmp_path / "markers"), todo=[], done=done, since=since)
     text, data = summary.after_run(plan, time.time(), {}, {})
     assert data["nothing_to_do"] == why and data["runs_done_now"] == [] and data["totals"]["written"] == 0
-    assert text.startswith(f"Nothing to do for manifest-table: {why} ({summary.plural(len(done), 'run')} already done")
+    assert text.startswith(f"Nothing to do for manifest-table: {why} ({fmt.plural(len(done), 'run')} already done")
 
 
 @pytest.mark.parametrize("seconds, shown", [(None, "not estimated"), (0.4, "0 s"), (59, "59 s"), (61, "1 min 01 s"),
                                             (3600 * 5 + 60 * 7, "5 h 07 min"), (86400 * 3 + 3600, "3 d 01 h")])
 def test_duration(seconds, shown):
-    assert summary.duration(seconds) == shown
+    assert fmt.duration(seconds) == shown
 
 
 def test_money_and_bytes():
-    assert [summary.usd(x) for x in (None, 0, 0.001, 1234.5)] == ["unknown price", "$0.00", "<$0.01", "$1,234.50"]
-    assert [summary.human_bytes(x) for x in (999, 1500, 2.5e9)] == ["999 bytes", "1.5 KB", "2.5 GB"]
+    assert [fmt.usd(x) for x in (None, 0, 0.001, 1234.5)] == ["unknown price", "$0.00", "<$0.01", "$1,234.50"]
+    assert [fmt.human_bytes(x) for x in (999, 1500, 2.5e9)] == ["999 bytes", "1.5 KB", "2.5 GB"]

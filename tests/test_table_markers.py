@@ -3,9 +3,9 @@ import boto3
 import pytest
 from moto import mock_aws
 
-from pipeline import table
-from pipeline.errors import PipelineError
-from pipeline.markers import MarkerStore
+from pipeline.rules.errors import PipelineError
+from pipeline.stores import table
+from pipeline.stores.markers import MarkerStore
 from spark.manifest import ATTRIBUTES, KEY_SCHEMA
 from spark.storage import parse_location
 

@@ -1,0 +1,114 @@
+"""CleanManifest (undo runs) and VerifyManifest (prove runs): the populator's configs, runners, budgets and markers.
+
+Both read the runs' archive folders with the same Spark job (spark/, in mode "clean" or "verify"), so they find
+exactly the keys and etlTimes a populate writes; their bookkeeping is records.py's, their plan
+maintenance_plan.py's.
+
+    CleanManifest --> CleanBatch (per batch) --> EnumerateRuns --> ValidateConfigs
+
+Cleaning a run removes items that later runs may also rely on (their copies of the same events were "already
+present", so they wrote none): populate the cleaned runs again, and VerifyManifest shows what is missing meanwhile.
+"""
+from __future__ import annotations
+
+import luigi
+
+from pipeline.orchestration.backfill import Backfill, open_backfill
+from pipeline.orchestration.lifecycle import Clean, Verify
+from pipeline.orchestration.maintenance_plan import Selection, planner
+from pipeline.reports import maintenance as maintenance_report
+from pipeline.rules.errors import PipelineError
+from pipeline.stores import records
+
+from .command import BackfillCommand
+from .populate import RunBatch, batch_tasks
+from .targets import record_target
+
+
+class CleanBatch(RunBatch):
+    """Deletes what its runs wrote, then removes their populate markers and records them as cleaned."""
+
+    def output(self):
+        store = self.owner.context.store
+        cleaned = records.cleaned_store(store)
+        return [record_target(cleaned.marker(run), lambda run=run: records.is_cleaned(store, [run], cached=True))
+                for run in self.batch()[1].runs]
+
+
+class VerifyBatch(RunBatch):
+    """Checks its runs' items and records each run's verification, missing items included: VerifyManifest judges."""
+
+    def output(self):
+        owner = self.owner
+        store, batch = owner.context.store, self.batch()[1]
+        verified = records.verified_store(store)
+        return [record_target(verified.marker(run), lambda run=run: not owner.mode.todo(store, [run], batch.id))
+                for run in batch.runs]
+
+
+class Maintenance(BackfillCommand):
+    """What CleanManifest and VerifyManifest share: run selection, the plan, EMR, the JSON output."""
+
+    runs = luigi.Parameter(default="", description="run ids, comma-separated (instead of --since/--until)")
+    until = luigi.Parameter(default="", description="last run (inclusive): YYYY-MM-DD or YYYY-MM-DD-HH-mm-ss")
+    output_json = luigi.Parameter(default="", description="also write the per-run results as JSON")
+
+    def selection(self) -> Selection:
+        raise NotImplementedError
+
+    def mode(self):
+        raise NotImplementedError
+
+    def open(self) -> Backfill:
+        """The populator's parameters; its write mode is no concern here (fast mode refuses parallel batches)."""
+        sel = self.selection()
+        return open_backfill(self.params().replace(write_mode="conditional"), self.mode(), planner(sel), repr(sel))
+
+    def requires(self):
+        owner = self.open()
+        if owner.plan.batches:
+            owner.launcher.prepare()  # once, before parallel batches could each create an EMR cluster
+        return batch_tasks(owner, CleanBatch if self.mode().name == "clean" else VerifyBatch)
+
+    def finish(self, owner: Backfill, text: str, data: dict) -> None:
+        if owner.plan.batches:
+            owner.launcher.finish(success=True)
+        self.report(text, data, self.output_json)
+
+
+class CleanManifest(Maintenance):
+    """Delete the items given runs wrote (etlTime equal to theirs) and unmark them, so they can be written again."""
+
+    def selection(self) -> Selection:
+        return Selection("clean", self.runs, self.until)
+
+    def mode(self):
+        return Clean()
+
+    def run(self):
+        owner = self.open()
+        text, data = maintenance_report.clean_report(owner.plan, maintenance_report.clean_records(owner.plan))
+        self.finish(owner, text, data)
+
+
+class VerifyManifest(Maintenance):
+    """Check that the items of given runs (default: every marked run) are in the table; fails if any is missing."""
+
+    max_read_capacity = luigi.FloatParameter(default=0.0, description="RCU/s for the whole verify; 0 = automatic")
+    sample = luigi.IntParameter(default=0, description="check this many keys per run, drawn at random; 0 = all")
+    sample_seed = luigi.IntParameter(default=0, description="another seed draws another sample")
+    resume = luigi.BoolParameter(default=False, description="skip runs whose last verification still holds")
+
+    def selection(self) -> Selection:
+        return Selection("verify", self.runs, self.until, self.max_read_capacity, self.sample)
+
+    def mode(self):
+        return Verify(self.sample, self.sample_seed, self.resume)
+
+    def run(self):
+        owner = self.open()
+        found, held = maintenance_report.verify_records(owner.plan, self.sample, self.sample_seed, self.resume)
+        text, data, error = maintenance_report.verify_report(owner.plan, found, held, self.sample, self.sample_seed)
+        self.finish(owner, text, data)
+        if error:
+            raise PipelineError(error)

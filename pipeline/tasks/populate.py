@@ -1,0 +1,149 @@
+"""PopulateManifest and the tasks of its graph: thin Luigi tasks over orchestration/.
+
+    PopulateManifest --> RunBatch (one per batch, oldest first) --> EnumerateRuns --> ValidateConfigs
+
+Validation and enumeration happen while Luigi schedules (a bad input fails there, before any AWS call, with exit
+35); their tasks then show the outcome. Each batch's outputs are its runs' markers.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+
+import luigi
+
+from pipeline.orchestration.backfill import Backfill, open_backfill
+from pipeline.orchestration.lifecycle import Populate
+from pipeline.orchestration.plan import make_plan
+from pipeline.reports.dry_run import dry_run
+from pipeline.reports.estimate import Prices
+from pipeline.reports.results import collect
+from pipeline.reports.summary import after_run
+from spark.errors import one_line
+
+from .command import EXIT_SUMMARIES, BackfillCommand, BackfillTask
+from .targets import record_target
+
+log = logging.getLogger("manifest.tasks")
+
+
+class ValidateConfigs(BackfillTask):
+    """The storage config and resolver, validated (while scheduling); shows what they say."""
+
+    def complete(self) -> bool:
+        return self.owner.shown("validated")
+
+    def run(self):
+        self.set_status_message(self.owner.validated())
+        self.owner.show("validated")
+
+
+class EnumerateRuns(BackfillTask):
+    """The archive's runs, the markers and the batches (planned while scheduling); shows the plan's outcome."""
+
+    def requires(self):
+        return ValidateConfigs(backfill=self.backfill)
+
+    def complete(self) -> bool:
+        return self.owner.shown("enumerated")
+
+    def run(self):
+        self.set_status_message(self.owner.plan.outcome())
+        self.owner.show("enumerated")
+
+
+class RunBatch(BackfillTask):
+    """One Spark job over consecutive runs; marks each run whose report proves all its items written."""
+
+    first_run = luigi.Parameter(description="the batch's oldest run")
+    last_run = luigi.Parameter(description="the batch's newest run")
+    runs = luigi.IntParameter(description="how many runs the batch holds")
+
+    def batch(self):
+        return self.owner.batch(self.first_run, self.last_run, self.runs)
+
+    @property
+    def priority(self) -> int:
+        return self.owner.priority(self.batch()[0])
+
+    def requires(self):
+        return EnumerateRuns(backfill=self.backfill)
+
+    def output(self):
+        store = self.owner.context.store
+        return [record_target(store.marker(run), lambda run=run: run in store.done_runs(cached=True))
+                for run in self.batch()[1].runs]
+
+    def run(self):
+        index, batch = self.batch()
+        self.owner.run_batch(batch, index, self.status())
+
+
+class ImportBatch(RunBatch):
+    """Every run to do in one job staging the final items, then ImportTable, TTL, and the runs' markers."""
+
+
+def batch_tasks(owner: Backfill, family: type) -> list:
+    """The plan's batches as tasks of `family` (or the enumeration alone when there is none)."""
+    tasks = [family(backfill=owner.key, first_run=b.first, last_run=b.last, runs=len(b.runs))
+             for b in owner.plan.batches]
+    return tasks or [EnumerateRuns(backfill=owner.key)]
+
+
+class PopulateManifest(BackfillCommand):
+    """Back-fill the manifest from every run at or after --since; run it again to resume."""
+
+    dry_run = luigi.BoolParameter(default=False, description="plan and estimate, submit nothing, write nothing")
+    count_events = luigi.BoolParameter(default=False, description="dry run: count valid events with a Spark pass")
+    method = luigi.Parameter(default="write", description="write: write items; import: create the table by "
+                                                          "DynamoDB ImportTable (the table must not exist)")
+    output_json = luigi.Parameter(default="", description="also write the dry-run plan or the summary as JSON")
+
+    _summarised = False
+
+    def open(self) -> Backfill:
+        return open_backfill(self.params().replace(method=self.method, dry_run=self.dry_run), Populate(), make_plan)
+
+    def requires(self):
+        owner = self.open()
+        plan = owner.plan
+        if self.dry_run:
+            return EnumerateRuns(backfill=owner.key)
+        if plan.batches and owner.key not in EXIT_SUMMARIES:
+            EXIT_SUMMARIES[owner.key] = lambda: self._summarise_unfinished(owner)
+            owner.launcher.prepare()  # once, before parallel batches could each create an EMR cluster
+        return batch_tasks(owner, ImportBatch if self.method == "import" else RunBatch)
+
+    def run(self):
+        owner = self.open()
+        plan = owner.plan
+        if self.dry_run:
+            emr = owner.context.emr if self.runner == "emr" else None
+            counted = owner.count_events(self.set_status_message) if self.count_events else None
+            text, data = dry_run(plan, counted_events=counted, prices=Prices.from_mapping(dict(owner.params.pricing)),
+                                 emr=emr)
+            self.report(text, data, self.output_json)
+            return
+        data = self._summarise(owner)
+        if plan.batches and not data.get("runs_left"):
+            owner.launcher.finish(success=True)
+
+    def _summarise(self, owner: Backfill) -> dict:
+        done_now, reasons = collect(owner.plan)
+        text, data = after_run(owner.plan, owner.started, done_now, reasons)
+        store = owner.context.store
+        stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(owner.started))
+        store.write_json(store.summary(f"{stamp}-{os.getpid()}"), data)  # two backfills never share a summary
+        self._summarised = True
+        self.report(text, data, self.output_json)
+        return data
+
+    def _summarise_unfinished(self, owner: Backfill) -> None:
+        """At exit: Luigi never runs this task when a batch failed, and a failed backfill needs its summary most."""
+        if self._summarised or not owner.standing.failed_batches.value:
+            return
+        try:
+            self._summarise(owner)
+        except Exception as e:  # noqa: BLE001 - best effort while exiting: say so, never mask the exit code
+            log.warning("no summary written: %s", one_line(e))
