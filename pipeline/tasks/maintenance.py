@@ -17,7 +17,7 @@ from pipeline.orchestration.backfill import Backfill, open_backfill
 from pipeline.orchestration.lifecycle import Clean, Verify
 from pipeline.orchestration.maintenance_plan import Selection, planner
 from pipeline.reports import maintenance as maintenance_report
-from pipeline.rules.errors import PipelineError
+from pipeline.rules.errors import PipelineError, aws_errors
 from pipeline.stores import records
 
 from .command import BackfillCommand
@@ -67,12 +67,12 @@ class Maintenance(BackfillCommand):
     def requires(self):
         owner = self.open()
         if owner.plan.batches:
-            owner.launcher.prepare()  # once, before parallel batches could each create an EMR cluster
+            self.start(owner)
         return batch_tasks(owner, CleanBatch if self.mode().name == "clean" else VerifyBatch)
 
-    def finish(self, owner: Backfill, text: str, data: dict) -> None:
+    def conclude(self, owner: Backfill, text: str, data: dict) -> None:
         if owner.plan.batches:
-            owner.launcher.finish(success=True)
+            self.finish(owner)
         self.report(text, data, self.output_json)
 
 
@@ -87,8 +87,10 @@ class CleanManifest(Maintenance):
 
     def run(self):
         owner = self.open()
-        text, data = maintenance_report.clean_report(owner.plan, maintenance_report.clean_records(owner.plan))
-        self.finish(owner, text, data)
+        with aws_errors():
+            found = maintenance_report.clean_records(owner.plan)
+        text, data = maintenance_report.clean_report(owner.plan, found)
+        self.conclude(owner, text, data)
 
 
 class VerifyManifest(Maintenance):
@@ -107,8 +109,9 @@ class VerifyManifest(Maintenance):
 
     def run(self):
         owner = self.open()
-        found, held = maintenance_report.verify_records(owner.plan, self.sample, self.sample_seed, self.resume)
+        with aws_errors():
+            found, held = maintenance_report.verify_records(owner.plan, self.sample, self.sample_seed, self.resume)
         text, data, error = maintenance_report.verify_report(owner.plan, found, held, self.sample, self.sample_seed)
-        self.finish(owner, text, data)
+        self.conclude(owner, text, data)
         if error:
             raise PipelineError(error)
