@@ -255,18 +255,26 @@ def watch(client, identity: str, fail_fast: bool = True):
     endpoint = base_url(client.meta.endpoint_url or "")
     answered = []
 
+    def request(context: Dict[str, Any]) -> Optional[Dict[str, str]]:
+        """What the failed request was for, worked out only now that it failed."""
+        sent = context.get("manifest_request")
+        if sent is None:
+            return None
+        operation, params = sent
+        return asdict(Request(identity, iam_action(signing, operation), request_resource(service, params, region),
+                              endpoint))
+
     def before(params: Dict[str, Any], model, context: Dict[str, Any], **_) -> None:
-        context["manifest_request"] = asdict(Request(identity, iam_action(signing, model.name),
-                                                     request_resource(service, params, region), endpoint))
+        context["manifest_request"] = (model.name, params)  # kept cheap: every request passes here
 
     def after(http_response, parsed: Dict[str, Any], context: Dict[str, Any], **_) -> None:
         if not answered:
             answered.append(True)
-        if http_response.status_code >= 300 and "manifest_request" in context:
-            parsed["ManifestRequest"] = context["manifest_request"]
+        if http_response.status_code >= 300:
+            parsed["ManifestRequest"] = request(context)
 
     def after_error(exception: BaseException, context: Dict[str, Any], **_) -> None:
-        exception.manifest_request = context.get("manifest_request")
+        exception.manifest_request = request(context)
 
     def first_contact(caught_exception: Optional[BaseException] = None, **_) -> None:
         if caught_exception is not None and not answered and isinstance(caught_exception, _CONNECT_ERRORS):

@@ -23,6 +23,7 @@ from luigi.retcodes import run_with_retcodes
 
 from bench.archive import ArchiveTruth, generate_archive, run_ids
 from bench.servers import free_port
+from pipeline.orchestration import backfill
 from pipeline.tasks import command as command_task
 from pipeline.tasks import console
 
@@ -99,6 +100,7 @@ def run_in_process(command: List[str]) -> subprocess.CompletedProcess:
             except SystemExit as exited:
                 code = exited.code or 0
             command_task.run_at_exit()  # what the process does as it exits: a failed backfill's summary, ...
+            backfill.close_all()  # and the next command starts anew, as in a process of its own
     finally:
         root.removeHandler(collect)
         collect.lines += [f"ERROR: {message}" for message in console.ONE_LINE_ERRORS.messages]  # as at exit

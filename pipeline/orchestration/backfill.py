@@ -226,6 +226,12 @@ def open_backfill(params: Params, mode, planner: Planner, selection: str = "") -
     return _OPEN[key]
 
 
+def close_all() -> None:
+    """Forget every backfill opened here: a process runs one command, and a program that runs several in turn
+    (the tests) starts each anew, its plan and standing included."""
+    _OPEN.clear()
+
+
 def find(key: str) -> Backfill:
     """The backfill a task belongs to; only the process that planned it can run its tasks."""
     try:

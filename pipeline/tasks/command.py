@@ -78,7 +78,7 @@ class BackfillCommand(OneLineFailures, luigi.Task):
     create_table = luigi.BoolParameter(default=False, description="create the table when missing")
     ttl_days = luigi.IntParameter(default=180, description="item ttl = etlTime + ttl_days (the shredders' 180)")
     etl_time = luigi.Parameter(default="run", description="run: the run's earliest etl_tstamp; event: per event")
-    write_mode = luigi.Parameter(default="fast", description="fast (default) or conditional; see README")
+    write_mode = luigi.Parameter(default="fast", description="fast (default) or conditional; docs/writing.md")
     max_write_capacity = luigi.FloatParameter(default=0.0, description="WCU/s for the whole job; 0 = automatic")
     capacity_fraction = luigi.FloatParameter(default=0.5, description="share of provisioned WCU used when automatic")
     on_demand_capacity = luigi.FloatParameter(default=1000.0, description="WCU/s used on an on-demand table")
