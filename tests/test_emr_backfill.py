@@ -174,9 +174,10 @@ def test_failed_step_fails_its_batch_and_marks_nothing(emr_world, tmp_path):
     assert not [key for _, key in all_objects() if "/credentials/" in key]  # the keys are never left behind
 
 
-def test_a_backfill_stopped_by_sigterm_deletes_its_staged_credentials(emr_world, tmp_path):
-    """SIGTERM while a step runs: the command ends as after Ctrl-C (summary kept, staged keys deleted, the cluster
-    left for a resumed run), its last line saying so, no traceback."""
+@pytest.mark.parametrize("stop,said", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")])
+def test_a_stopped_backfill_deletes_its_staged_credentials(emr_world, tmp_path, stop, said):
+    """SIGTERM or Ctrl-C while a step runs: the command ends with its summary kept, the staged keys deleted and the
+    cluster left for a resumed run, its last line saying so, no traceback, exit 128 + the signal."""
     endpoint, runs, _, storage = emr_world
     emr = FakeEmr(endpoint, hang=True)
     emr.start()
@@ -189,15 +190,15 @@ def test_a_backfill_stopped_by_sigterm_deletes_its_staged_credentials(emr_world,
             while not (emr.step_args and [k for _, k in all_objects() if "/credentials/" in k]):
                 assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "out.log").read_text()
                 time.sleep(0.2)
-            proc.send_signal(signal.SIGTERM)
+            proc.send_signal(stop)
             code = proc.wait(60)
         finally:
             emr.stop.set()
             if proc.poll() is None:
                 proc.kill()
     output = (tmp_path / "out.log").read_text()
-    assert code == 128 + signal.SIGTERM, output[-3000:]
-    assert output.strip().splitlines()[-1].startswith("ERROR: stopped by SIGTERM: "), output[-3000:]
+    assert code == 128 + stop, output[-3000:]
+    assert output.strip().splitlines()[-1].startswith(f"ERROR: stopped by {said}: "), output[-3000:]
     keys = [key for _, key in all_objects()]
     assert not [key for key in keys if "/credentials/" in key], keys
     assert [key for key in keys if "/_summaries/" in key], "a stopped backfill keeps its summary"
