@@ -22,7 +22,7 @@ import zlib
 from dataclasses import dataclass
 from typing import Callable, List, Optional, Tuple
 
-from bench.archive import BigObject, big_object
+from bench.archive_objects import BigObject, big_object
 
 TARGET_EVENTS_PER_CORE = 100_000
 TARGET_SHARE_OF_ZLIB = 0.5

@@ -14,8 +14,8 @@ import time
 from datetime import datetime, timezone
 from typing import List, Optional, Tuple
 
-from bench import extract, write
-from bench.archive import big_object
+from bench import extract, write, write_config, write_report
+from bench.archive_objects import big_object
 
 RESULTS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "RESULTS.md")
 EXTRACT_SIZES = {"full": (300_000, 5), "quick": (50_000, 3)}  # events per file, rounds (best rate counts)
@@ -64,18 +64,18 @@ def main(argv: Optional[List[str]] = None) -> int:
     extract_body, extract_verdicts = extraction(events, repeat)
     print("writing: conditional, fast and the original's strategy against the stand-in...", file=sys.stderr,
           flush=True)
-    report = write.run(write.DEFAULTS[size])
-    write_body = write.tables(report)
+    report = write.run(write_config.DEFAULTS[size])
+    write_body = write_report.tables(report)
     command = "python -m bench.run" + (" --quick" if a.quick else "")
     text = document(command, [("Extraction (events/s per core)", extract_body, extract_verdicts),
                               ("Writing (against the capacity-enforcing stand-in)", write_body,
-                               write.verdicts(report))], time.perf_counter() - started)
+                               write_report.verdicts(report))], time.perf_counter() - started)
     print(text)
     if a.output != "-":
         with open(a.output, "w", encoding="utf-8") as f:
             f.write(text)
         print(f"written to {a.output}", file=sys.stderr)
-    missed = [t for t, ok in extract_verdicts + write.verdicts(report) if not ok]
+    missed = [t for t, ok in extract_verdicts + write_report.verdicts(report) if not ok]
     return 1 if a.check and missed else 0
 
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from bench.write import Config, Setup, collapse, make_events, markdown, missing_and_wrong, run, verdicts
+from bench.archive_objects import big_object
+from bench.write import run
+from bench.write_config import Config, Setup
+from bench.write_events import collapse, make_events, missing_and_wrong
+from bench.write_report import markdown, verdicts
 
 
 def test_events_are_seeded_with_the_requested_share_of_later_or_equal_copies():
@@ -54,7 +58,6 @@ def test_every_strategy_reports_its_figures_from_one_real_run(moto_reset):
 
 
 def test_extraction_runs_every_method_each_round_and_pairs_their_ratios(tmp_path):
-    from bench.archive import big_object
     from bench.extract import Measurement, in_rounds, job_parse
 
     gz = big_object(str(tmp_path / "part.gz"), 300, gzip=True, seed=1)
