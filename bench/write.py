@@ -29,7 +29,7 @@ from bench.dynamo_endpoint import fetch_stats, reset_stats
 from bench.write_config import DEFAULTS, STRATEGIES, Config, Setup
 from bench.write_events import collapse, create_table, make_events, missing_and_wrong, session, table_etl_times
 from bench.write_report import Report, Result, markdown, verdicts
-from bench.write_strategies import cpu_round, write_like_original, write_with_items
+from bench.write_strategies import cpu_round, fast_cpu_round, write_like_original, write_with_items
 
 
 def run_strategy(strategy: str, setup: Setup, config: Config, url: str, moto) -> Result:
@@ -91,13 +91,20 @@ def run(config: Config, strategies: Sequence[str] = STRATEGIES, moto_url: Option
         create_table(moto, "bench-cpu")
         reset_stats(url, wcu=1e9, latency_ms=config.latency_ms)
         rounds = [cpu_round(url, "bench-cpu", config, 1000 * config.seed + 5 * i) for i in range(config.cpu_rounds)]
+        fast_rounds = []
+        if "fast" in strategies:
+            pair = ("bench-cpu-boto3", "bench-cpu-fast")
+            for name in pair:
+                create_table(moto, name)
+            fast_rounds = [fast_cpu_round(url, pair, config, 1000 * config.seed + 500 + 2 * i, fast_first=i % 2 == 1)
+                           for i in range(config.cpu_rounds)]
         results = [run_strategy(s, getattr(config, s), config, url, moto) for s in strategies]
     finally:
         if stand_in is not None:
             servers.stop(stand_in)
         if own_moto is not None:
             servers.stop(own_moto)
-    return Report(config, results, rounds)
+    return Report(config, results, rounds, fast_rounds)
 
 
 def main(argv: Optional[List[str]] = None) -> int:

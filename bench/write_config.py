@@ -31,6 +31,7 @@ class Config:
     tasks: int = field(default_factory=lambda: os.cpu_count() or 1)  # the original's concurrent tasks
     cpu_rounds: int = 7  # interleaved rounds comparing conditional mode's client CPU with boto3's own per call
     cpu_calls: int = 150  # items (calls) of each measurement in a round
+    fast_cpu_items: int = 1000  # items of each fast-mode and boto3 batch_write_item measurement in a round
     seed: int = 1
 
 
@@ -41,5 +42,5 @@ DEFAULTS = {
     # for more than the table has, as it did in production.
     "full": Config(conditional=Setup(50, 1800), fast=Setup(1000, 20000), original=Setup(50, 1800)),
     "quick": Config(conditional=Setup(50, 500), fast=Setup(1000, 4000), original=Setup(50, 500),
-                    cpu_rounds=3, cpu_calls=80),
+                    cpu_rounds=3, cpu_calls=80, fast_cpu_items=500),
 }

@@ -16,7 +16,7 @@ from bench.write_config import ORIGINAL_CONDITION, Config
 from bench.write_events import BENCH_CREDENTIALS, REGION, Event, attributes, make_events, manifest_item, session
 from spark.dynamo import dynamodb_client
 from spark.ratelimit import TokenBucket
-from spark.writer import CONDITION, write_items
+from spark.writer import BATCH_WRITE_SIZE, CONDITION, write_items
 
 Pass = Tuple[float, float, int]  # wall s, client CPU s, writes the client gave up on
 
@@ -152,3 +152,51 @@ def cpu_round(url: str, table: str, config: Config, seed: int) -> Tuple[float, .
             conditional_mode(1e9, seed + 2),
             boto3_put_cpu_ms(url, table, calls, seed + 3, True, rate=capacity),
             conditional_mode(capacity, seed + 4))
+
+
+def boto3_batch_cpu_ms(url: str, table: str, events: Sequence[Event], rate: Optional[float] = None) -> float:
+    """Client CPU ms per item of boto3's own batch_write_item (default client, 25 items a call, sequentially), back
+    to back or, given a `rate`, paced to that many items per second: the per-item cost boto3 itself sets."""
+    client = session().client("dynamodb", endpoint_url=url)
+    puts = [{"PutRequest": {"Item": attributes(e)}} for e in events]
+    calls = [puts[i:i + BATCH_WRITE_SIZE] for i in range(0, len(puts), BATCH_WRITE_SIZE)]
+    client.describe_limits()  # the first call loads the service model: not a per-call cost
+    gc.collect()  # as before each write_items pass
+    cpu0, due = time.process_time(), time.monotonic()
+    for batch in calls:
+        if rate:
+            due += len(batch) / rate
+            time.sleep(max(0.0, due - time.monotonic()))
+        left = client.batch_write_item(RequestItems={table: batch}).get("UnprocessedItems")
+        if left:
+            raise RuntimeError("the stand-in left items unprocessed: the reference must not be throttled")
+    return 1000.0 * (time.process_time() - cpu0) / len(events)
+
+
+FAST_CPU_COLUMNS = ("boto3 batch_write_item", "fast mode (write_items)", "boto3 batch_write_item, paced",
+                    "fast mode, at capacity")
+
+
+def fast_mode_cpu_ms(url: str, table: str, events: Sequence[Event], budget: float, threads: int) -> float:
+    """Client CPU ms per item of fast mode writing `events` once at `budget` WCU/s."""
+    (_, cpu, _), = write_with_items(events, "fast", url, table, budget, threads, lambda: None, passes=1)
+    return 1000.0 * cpu / len(events)
+
+
+def fast_cpu_round(url: str, tables: Tuple[str, str], config: Config, seed: int,
+                   fast_first: bool = False) -> Tuple[float, ...]:
+    """Client CPU ms per item, one figure per FAST_CPU_COLUMNS: boto3's batch_write_item and fast mode writing the
+    same fresh items (boto3 into tables[0], fast mode into tables[1]), back to back, then paced at the fast
+    capacity (fast mode by its token bucket, boto3 by sleeping), with no throttling at the stand-in. Which side
+    goes first alternates from round to round (`fast_first`), so neither always finds the other's caches warm."""
+    reset_stats(url, wcu=1e9, latency_ms=config.latency_ms)
+    out: List[float] = []
+    for rate, events in ((None, make_events(config.fast_cpu_items, 0.0, 1, seed)),
+                         (config.fast.capacity, make_events(config.fast_cpu_items, 0.0, 1, seed + 1))):
+        if fast_first:
+            fast = fast_mode_cpu_ms(url, tables[1], events, rate or 1e9, config.threads)
+            out += [boto3_batch_cpu_ms(url, tables[0], events, rate), fast]
+        else:
+            out += [boto3_batch_cpu_ms(url, tables[0], events, rate),
+                    fast_mode_cpu_ms(url, tables[1], events, rate or 1e9, config.threads)]
+    return tuple(out)

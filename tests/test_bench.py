@@ -2,6 +2,8 @@
 stand-in (correctness of the figures, not their speed: speed targets live in bench/RESULTS.md)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from bench.archive_objects import big_object
@@ -33,7 +35,7 @@ def test_collapse_keeps_the_earliest_copy_and_lost_items_count_absent_and_later_
 
 def test_every_strategy_reports_its_figures_from_one_real_run(moto_reset):
     config = Config(conditional=Setup(400, 30), fast=Setup(4000, 200), original=Setup(20, 30), duplicates=0.1,
-                    latency_ms=1.0, threads=4, tasks=2, cpu_rounds=1, cpu_calls=10, seed=3)
+                    latency_ms=1.0, threads=4, tasks=2, cpu_rounds=1, cpu_calls=10, fast_cpu_items=60, seed=3)
     report = run(config, moto_url=moto_reset)
     by = {r.strategy: r for r in report.results}
     assert set(by) == {"conditional", "fast", "original"}
@@ -52,8 +54,14 @@ def test_every_strategy_reports_its_figures_from_one_real_run(moto_reset):
     assert len(report.cpu_rounds) == 1 and len(report.cpu_rounds[0]) == 5 and all(ms > 0 for ms in report.cpu_rounds[0])
     judged = [text for text, _ in verdicts(report) if "boto3's own per call" in text]
     assert len(judged) == 2 and "back to back (medians)" in judged[0] and "paced (medians)" in judged[1]
+    assert len(report.fast_cpu_rounds) == 1 and len(report.fast_cpu_rounds[0]) == 4
+    assert all(ms > 0 for ms in report.fast_cpu_rounds[0])
+    batch = [text for text, _ in verdicts(report) if "boto3 batch_write_item" in text]
+    assert len(batch) == 2 and re.fullmatch(r"fast: client CPU per item vs boto3 batch_write_item per item "
+                                            r"\(medians\): \d+\.\d{3} vs \d+\.\d{3} ms", batch[0])
     rows = [line.split(" | ")[0] for line in markdown(report).splitlines() if line.startswith("| ")]
-    assert rows == ["| strategy", "| conditional", "| fast", "| original", "| round", "| 1", "| **median**"]
+    assert rows == ["| strategy", "| conditional", "| fast", "| original", "| round", "| 1", "| **median**",
+                    "| round", "| 1", "| **median**"]
     assert ("fast: re-run consumes no WCU: 0", True) in verdicts(report)
 
 
