@@ -92,7 +92,7 @@ def put_conditional(requests: TableRequests, item: ManifestItem, tally: Tally) -
 
     def attempt() -> int:
         try:
-            requests.client.put_item(**request)
+            requests.calls.call("PutItem", request)
             outcome = "written"
         except ClientError as e:
             if error_code(e) != CONDITION_FAILED:
@@ -143,7 +143,7 @@ def write_batch(requests: TableRequests, batch: List[ManifestItem], tally: Tally
     def attempt() -> int:
         nonlocal pending
         sent = [{"PutRequest": {"Item": item_attributes(item)}} for item in pending]
-        response = requests.client.batch_write_item(RequestItems={requests.table: sent})
+        response = requests.calls.call("BatchWriteItem", {"RequestItems": {requests.table: sent}})
         left = response.get("UnprocessedItems", {}).get(requests.table)
         if left:
             left_keys = {key_of(r["PutRequest"]["Item"]) for r in left}
