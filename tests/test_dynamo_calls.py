@@ -103,6 +103,20 @@ def test_a_direct_call_sends_the_clients_request_byte_for_byte(dynamo, operation
     assert direct == through_client == {}
 
 
+def test_temporary_credentials_sign_both_ways_alike(dynamo):
+    server, _ = dynamo
+    client = dynamodb_client("us-east-1", {"accessKeyId": "ASIDEXAMPLE", "secretAccessKey": "secret",
+                                           "sessionToken": "token-1"},
+                             endpoint_url=f"http://127.0.0.1:{server.server_address[1]}")
+    both_ways(client, *REQUESTS[0])
+    both_ways(client, *REQUESTS[0])  # resolved once: the second direct call is built from what was recorded
+    assert len(server.seen) == 4
+    headers = [h for _, _, h, _ in server.seen]
+    assert {h["x-amz-security-token"] for h in headers} == {"token-1"}
+    assert fixed_part(headers[3]) == fixed_part(headers[2]) == fixed_part(headers[0])
+    assert "x-amz-security-token" in fixed_part(headers[3])["signed_headers"]
+
+
 def test_answers_are_the_clients_for_the_job_s_attributes(dynamo):
     server, client = dynamo
     answer = {"Responses": {TABLE: [dict(KEY, etlTime={"N": "1600000000"}), KEY]},
