@@ -6,6 +6,7 @@ import re
 
 import pytest
 
+from bench import batch_budget
 from bench.archive_objects import big_object
 from bench.write import run
 from bench.write_config import Config, Setup
@@ -80,3 +81,16 @@ def test_extraction_runs_every_method_each_round_and_pairs_their_ratios(tmp_path
     wrong = [("short", "gzip", gz, lambda: gz.events - 1, "events")]
     with pytest.raises(RuntimeError, match="got 299 events"):
         in_rounds(1, wrong)
+
+
+def test_one_batch_budget_use_is_measured_on_the_real_job(spark_session):
+    config = batch_budget.Config(runs=2, events_per_run=30, budget=400.0, latency_ms=1.0)
+    r = batch_budget.run(config, spark_session)
+    assert r.exit_code == 0 and r.expected > 40 and r.accepted_items == r.consumed_wcu == r.expected
+    assert (r.missing, r.wrong_etl, r.throttled_requests) == (0, 0, 0) and r.window_s > 0 and r.first_write_s > 0
+    assert r.use == r.consumed_wcu / (400.0 * r.window_s)
+    checks = batch_budget.verdicts(r)
+    assert [text.split(":")[0] for text, _ in checks] == ["one batch", "one batch", "one batch"]
+    assert checks[1][1] and checks[2][1]
+    assert batch_budget.markdown(r).splitlines()[2].startswith("| 2 | ")
+    assert spark_session.sparkContext.parallelize([1, 2]).count() == 2  # the shared session was left running
