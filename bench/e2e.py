@@ -29,10 +29,12 @@ from typing import Dict, List, Optional, Sequence
 import boto3
 
 from bench import procmem, s3_requests, servers
-from bench.archive import ArchiveTruth, generate_archive, run_ids
+from bench.archive import generate_archive
+from bench.archive_truth import ArchiveTruth
 from bench.demo import write_configs
 from bench.dynamo_endpoint import fetch_stats, reset_stats
 from bench.e2e_report import FRESH, PASSES, PassResult, Size, SizeResult, document, idle_seconds
+from bench.event_lines import run_ids
 from bench.s3_endpoint import fetch_log, reset_log
 
 ROOT = Path(__file__).resolve().parent.parent

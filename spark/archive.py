@@ -18,8 +18,12 @@ from spark.storage import Location, ObjectInfo, s3_client
 
 UNREADABLE_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")  # GLACIER_IR is read like STANDARD
 GZIP_MAGIC = b"\x1f\x8b"
-READ_CHUNK = 1 << 20  # compressed or plain bytes per read
-MAX_BLOCK = 4 << 20  # inflated bytes per zlib call, bounding memory whatever the compression ratio
+# Blocks small enough to stay in a core's cache from inflating to splitting to scanning their lines, and reads that
+# never inflate into multi-MB buffers (their page faults alone cost more than the parse): 1 MB reads and 4 MB blocks
+# took 0.47 s of CPU per 100,000 gzip lines here, 64 KB and 256 KB 0.41 (medians of 7 paired rounds). A read
+# inflates to about 400 KB at archives' 6.5x.
+READ_CHUNK = 64 << 10  # compressed or plain bytes per read
+MAX_BLOCK = 256 << 10  # inflated bytes per zlib call, bounding memory whatever the compression ratio
 MAX_RESUMES = 5  # times one S3 download continues after a dropped connection
 
 
@@ -123,25 +127,25 @@ def split_lines(blocks: Iterable[bytes]) -> Iterator[List[bytes]]:
     BytesIO finds line ends with memchr, about three times faster than bytes.split(b"\n"), and the job has no
     use for stripped lines (see spark.events), so lines keep their endings.
     """
-    carry = b""
+    carry: List[bytes] = []  # the start of a line not ended yet, in pieces: joined once, however many blocks it spans
     for block in blocks:
         first = None
         bio = io.BytesIO(block)  # shares the block's memory: no copy
         if carry:
             end = block.find(b"\n")
             if end < 0:
-                carry += block
+                carry.append(block)
                 continue
-            first = carry + block[:end + 1]
+            first = b"".join(carry) + block[:end + 1]
             bio.seek(end + 1)
         lines = bio.readlines()
         if first is not None:
             lines.insert(0, first)
-        carry = lines.pop() if lines and not lines[-1].endswith(b"\n") else b""
+        carry = [lines.pop()] if lines and not lines[-1].endswith(b"\n") else []
         if lines:
             yield lines
     if carry:
-        yield [carry]
+        yield [b"".join(carry)]
 
 
 def decode_stream(chunks: Iterable[bytes], name: str) -> Iterator[List[bytes]]:

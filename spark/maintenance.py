@@ -172,7 +172,7 @@ def _delete(requests: dynamo.TableRequests, event_id: str, fingerprint: str, etl
     def attempt() -> int:
         nonlocal answer
         try:
-            requests.client.delete_item(**request)
+            requests.calls.call("DeleteItem", request)
             answer = (_DELETED, etl)
         except ClientError as e:
             if error_code(e) != dynamo.CONDITION_FAILED:

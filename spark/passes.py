@@ -3,17 +3,18 @@
 One driver for the four modes of the job (spec.JOB_MODES), a row of MODES each. Every partition goes through
 `settle_and_act`: each key's copies are split into targets and settled outcomes, and the mode's action takes the
 targets (populate writes the winner, clean deletes and verify checks every run's copy, import stages the winner).
-A budget is shared by the P partitions, each taking 1/P of it; so is Spark's work, which the driver sees only as
-per-run outcome counts returned by an action. An error in a partition fails every acting run: which keys it left
+A budget is shared by the P partitions in proportion to the targets each acts on (counted by an action first),
+so that they finish together; so is Spark's work, which the driver sees only as per-run outcome counts returned by
+an action. An error in a partition fails every acting run: which keys it left
 undone is unknown.
 """
 from __future__ import annotations
 
 import gzip
 import io
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import partial
-from typing import Callable, Dict, Iterator, List, Optional
+from typing import Callable, Dict, Iterator, List, Optional, Tuple
 
 from spark import events as ev
 from spark import maintenance as mt
@@ -45,7 +46,7 @@ class PassConfig:
     region: str = ""
     credentials: Optional[dict] = field(default=None, repr=False)  # never in a log line or a task's repr
     write_mode: str = ""
-    rate: float = 0.0  # this partition's share of the budget, per second
+    rates: Tuple[float, ...] = ()  # each partition's share of the budget, per second (budget_shares)
     max_retry_seconds: float = 0.0
     threads: int = WRITE_THREADS
     staging: str = ""
@@ -103,6 +104,16 @@ def winner_only(config: PassConfig, copies) -> tuple:
     return ([winner] if winner is not None else []), settled
 
 
+def every_copy(config: PassConfig, copies) -> tuple:
+    """Clean's split: every run's copy of the key, expired or not (ev.split_copies)."""
+    return ev.split_copies(copies)
+
+
+def unexpired_copies(config: PassConfig, copies) -> tuple:
+    """Verify's split: every run's copy of the key whose ttl is not past."""
+    return ev.split_copies(copies, config.ttl_days, config.now)
+
+
 def _table_client(config: PassConfig):
     return task_client("dynamodb", config.endpoints, config.region, config.credentials, config.identity("dynamodb"))
 
@@ -115,7 +126,7 @@ def write_partition(index: int, keys: Iterator, config: PassConfig) -> Iterator[
         items = (ManifestItem(event_id, fingerprint, etl, ev.ttl_for(etl, config.ttl_days), run)
                  for event_id, fingerprint, ((etl, run),) in targets)
         return write_items(items, client=_table_client(config), table=config.table, mode=config.write_mode,
-                           limiter=TokenBucket(config.rate), max_retry_seconds=config.max_retry_seconds,
+                           limiter=TokenBucket(config.rates[index]), max_retry_seconds=config.max_retry_seconds,
                            concurrency=config.threads)
 
     yield settle_and_act(keys, partial(winner_only, config), write, "write_failures")
@@ -125,10 +136,10 @@ def clean_partition(index: int, keys: Iterator, config: PassConfig) -> Iterator[
     """Clean: delete what every run of a key wrote, at the partition's share of the WCU budget."""
     def delete(targets: Iterator) -> Outcomes:
         return mt.delete_items(targets, client=_table_client(config), table=config.table,
-                               limiter=TokenBucket(config.rate), max_retry_seconds=config.max_retry_seconds,
+                               limiter=TokenBucket(config.rates[index]), max_retry_seconds=config.max_retry_seconds,
                                concurrency=config.threads)
 
-    yield settle_and_act(keys, ev.split_copies, delete, "delete_failures")
+    yield settle_and_act(keys, partial(every_copy, config), delete, "delete_failures")
 
 
 def verify_partition(index: int, keys: Iterator, config: PassConfig) -> Iterator[dict]:
@@ -137,13 +148,12 @@ def verify_partition(index: int, keys: Iterator, config: PassConfig) -> Iterator
 
     def check(targets: Iterator) -> Outcomes:
         result = mt.check_items(targets, client=_table_client(config), table=config.table,
-                                read_limiter=TokenBucket(config.rate), max_retry_seconds=config.max_retry_seconds,
-                                concurrency=config.threads)
+                                read_limiter=TokenBucket(config.rates[index]),
+                                max_retry_seconds=config.max_retry_seconds, concurrency=config.threads)
         examples.update(result.examples)
         return result.counts
 
-    split = partial(ev.split_copies, ttl_days=config.ttl_days, now=config.now)
-    result = settle_and_act(keys, split, check, "read_failures")
+    result = settle_and_act(keys, partial(unexpired_copies, config), check, "read_failures")
     result["examples"] = examples
     yield result
 
@@ -181,6 +191,7 @@ class Mode:
     verb: str  # "<verb> failed: <error>"
     past: str  # "n items were not <past> within ..."
     partition: Callable[[int, Iterator, PassConfig], Iterator[dict]]
+    split: Callable[[PassConfig, ev.Copies], tuple]  # what its partitions split each key's copies with
 
     @property
     def acts_on_table(self) -> bool:
@@ -188,24 +199,55 @@ class Mode:
 
 
 MODES = {
-    "populate": Mode("writing", "WCU/s", "max_write_capacity", "write_s", "writing", "written", write_partition),
-    "clean": Mode("deleting", "WCU/s", "max_write_capacity", "delete_s", "deleting", "deleted", clean_partition),
-    "verify": Mode("checking", "RCU/s", "max_read_capacity", "check_s", "reading", "read", verify_partition),
-    "import": Mode("staging", "", "", "stage_s", "staging", "staged", stage_partition),
+    "populate": Mode("writing", "WCU/s", "max_write_capacity", "write_s", "writing", "written", write_partition,
+                     winner_only),
+    "clean": Mode("deleting", "WCU/s", "max_write_capacity", "delete_s", "deleting", "deleted", clean_partition,
+                  every_copy),
+    "verify": Mode("checking", "RCU/s", "max_read_capacity", "check_s", "reading", "read", verify_partition,
+                   unexpired_copies),
+    "import": Mode("staging", "", "", "stage_s", "staging", "staged", stage_partition, winner_only),
 }
 
 
 # --- the driver ---------------------------------------------------------------------------------------------
 
-def pass_config(spec: BatchSpec, credentials: Optional[dict], now: float, partitions: int) -> PassConfig:
+def pass_config(spec: BatchSpec, credentials: Optional[dict], now: float) -> PassConfig:
+    """What every partition is given, but for its share of the budget (budget_shares)."""
     mode = MODES[spec.mode]
     common = dict(ttl_days=spec.ttl_days, now=now, write_expired=spec.write_expired, endpoints=endpoints(),
                   identities=dict(spec.identities))
     if not mode.acts_on_table:
         return PassConfig(staging=spec.staging, **common)
     return PassConfig(table=spec.table, region=spec.region, credentials=credentials, write_mode=spec.write_mode,
-                      rate=getattr(spec, mode.capacity) / partitions, max_retry_seconds=spec.max_retry_seconds,
+                      max_retry_seconds=spec.max_retry_seconds,
                       threads=int(spec.extra.get("write_threads", WRITE_THREADS)), **common)
+
+
+def count_targets(index: int, keys: Iterator, config: PassConfig, split: Callable) -> Iterator[Tuple[int, int]]:
+    """(partition index, how many targets its keys split into): what the partition will act on."""
+    yield index, sum(len(split(config, copies)[0]) for _, copies in keys)
+
+
+def budget_shares(budget: float, work: List[int]) -> Tuple[float, ...]:
+    """Each partition's share of the budget, in proportion to its work, so that the partitions finish together.
+
+    An even split leaves the end of the pass to the partition with the most work, alone at its share: with a few
+    thousand keys hashed into two partitions, the last seconds ran at half the budget. A partition with nothing to
+    do gets an even share it never takes.
+    """
+    even = budget / len(work)
+    total = sum(work)
+    return tuple(budget * n / total if n else even for n in work) if total else (even,) * len(work)
+
+
+def partition_work(keys, config: PassConfig, mode: Mode, partitions: int) -> List[int]:
+    """Targets per partition (a Spark action over the shuffled keys); an even count when Spark fails here, so that
+    the action pass, which would fail alike, reports the error."""
+    try:
+        counted = dict(keys.mapPartitionsWithIndex(partial(count_targets, config=config, split=mode.split)).collect())
+    except Exception:  # noqa: BLE001 - the action pass runs into the same failure and fails the runs with it
+        return [1] * partitions
+    return [counted.get(i, 0) for i in range(partitions)]
 
 
 def run_pass(sc, parsed, states: List[RunState], spec: BatchSpec, credentials: Optional[dict], now: float) -> None:
@@ -213,12 +255,15 @@ def run_pass(sc, parsed, states: List[RunState], spec: BatchSpec, credentials: O
     mode = MODES[spec.mode]
     runs = acting(states)
     partitions = spec.write_parallelism or sc.defaultParallelism
-    config = pass_config(spec, credentials, now, partitions)
+    config = pass_config(spec, credentials, now)
     keys = copies_by_key(parsed, runs, spec.etl_time == "event", partitions)
     if spec.mode == "verify" and spec.sample:
         keys = draw_sample(sc, keys, runs, spec, now, partitions)
         if keys is None:
             return
+    if mode.acts_on_table:
+        work = partition_work(keys, config, mode, keys.getNumPartitions())
+        config = replace(config, rates=budget_shares(getattr(spec, mode.capacity), work))
     results = keys.mapPartitionsWithIndex(partial(mode.partition, config=config))
     collect_outcomes(results, runs, spec, mode)
 

@@ -17,23 +17,10 @@ from pathlib import Path
 import boto3
 import pytest
 
-from bench.archive import (
-    FIELDS,
-    FILE_KINDS,
-    ArchiveTruth,
-    RunTruth,
-    big_object,
-    encode_object,
-    event_line,
-    generate_archive,
-    main,
-    new_fingerprint,
-    new_uuid,
-    object_name,
-    run_id_at,
-    run_ids,
-    run_time,
-)
+from bench.archive import generate_archive, main
+from bench.archive_objects import FILE_KINDS, big_object, encode_object, object_name
+from bench.archive_truth import ArchiveTruth, RunTruth
+from bench.event_lines import FIELDS, event_line, new_fingerprint, new_uuid, run_id_at, run_ids, run_time
 
 NAME_PATTERNS = {
     "plain": r"part-\d{5}",

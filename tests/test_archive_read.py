@@ -9,7 +9,8 @@ import boto3
 import pytest
 from botocore.exceptions import ResponseStreamingError
 
-from bench.archive import FILE_KINDS, encode_object, event_line, new_fingerprint, new_uuid, object_name
+from bench.archive_objects import FILE_KINDS, encode_object, object_name
+from bench.event_lines import event_line, new_fingerprint, new_uuid
 from spark import archive
 from spark.storage import ObjectInfo, list_objects, parse_location
 

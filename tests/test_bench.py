@@ -2,9 +2,16 @@
 stand-in (correctness of the figures, not their speed: speed targets live in bench/RESULTS.md)."""
 from __future__ import annotations
 
+import re
+
 import pytest
 
-from bench.write import Config, Setup, collapse, make_events, markdown, missing_and_wrong, run, verdicts
+from bench import batch_budget
+from bench.archive_objects import big_object
+from bench.write import run
+from bench.write_config import Config, Setup
+from bench.write_events import collapse, make_events, missing_and_wrong
+from bench.write_report import markdown, verdicts
 
 
 def test_events_are_seeded_with_the_requested_share_of_later_or_equal_copies():
@@ -29,7 +36,7 @@ def test_collapse_keeps_the_earliest_copy_and_lost_items_count_absent_and_later_
 
 def test_every_strategy_reports_its_figures_from_one_real_run(moto_reset):
     config = Config(conditional=Setup(400, 30), fast=Setup(4000, 200), original=Setup(20, 30), duplicates=0.1,
-                    latency_ms=1.0, threads=4, tasks=2, cpu_rounds=1, cpu_calls=10, seed=3)
+                    latency_ms=1.0, threads=4, tasks=2, cpu_rounds=1, cpu_calls=10, fast_cpu_items=60, seed=3)
     report = run(config, moto_url=moto_reset)
     by = {r.strategy: r for r in report.results}
     assert set(by) == {"conditional", "fast", "original"}
@@ -48,13 +55,18 @@ def test_every_strategy_reports_its_figures_from_one_real_run(moto_reset):
     assert len(report.cpu_rounds) == 1 and len(report.cpu_rounds[0]) == 5 and all(ms > 0 for ms in report.cpu_rounds[0])
     judged = [text for text, _ in verdicts(report) if "boto3's own per call" in text]
     assert len(judged) == 2 and "back to back (medians)" in judged[0] and "paced (medians)" in judged[1]
+    assert len(report.fast_cpu_rounds) == 1 and len(report.fast_cpu_rounds[0]) == 4
+    assert all(ms > 0 for ms in report.fast_cpu_rounds[0])
+    batch = [text for text, _ in verdicts(report) if "boto3 batch_write_item" in text]
+    assert len(batch) == 2 and re.fullmatch(r"fast: client CPU per item vs boto3 batch_write_item per item "
+                                            r"\(medians\): \d+\.\d{3} vs \d+\.\d{3} ms", batch[0])
     rows = [line.split(" | ")[0] for line in markdown(report).splitlines() if line.startswith("| ")]
-    assert rows == ["| strategy", "| conditional", "| fast", "| original", "| round", "| 1", "| **median**"]
+    assert rows == ["| strategy", "| conditional", "| fast", "| original", "| round", "| 1", "| **median**",
+                    "| round", "| 1", "| **median**"]
     assert ("fast: re-run consumes no WCU: 0", True) in verdicts(report)
 
 
 def test_extraction_runs_every_method_each_round_and_pairs_their_ratios(tmp_path):
-    from bench.archive import big_object
     from bench.extract import Measurement, in_rounds, job_parse
 
     gz = big_object(str(tmp_path / "part.gz"), 300, gzip=True, seed=1)
@@ -69,3 +81,16 @@ def test_extraction_runs_every_method_each_round_and_pairs_their_ratios(tmp_path
     wrong = [("short", "gzip", gz, lambda: gz.events - 1, "events")]
     with pytest.raises(RuntimeError, match="got 299 events"):
         in_rounds(1, wrong)
+
+
+def test_one_batch_budget_use_is_measured_on_the_real_job(spark_session):
+    config = batch_budget.Config(runs=2, events_per_run=30, budget=400.0, latency_ms=1.0)
+    r = batch_budget.run(config, spark_session)
+    assert r.exit_code == 0 and r.expected > 40 and r.accepted_items == r.consumed_wcu == r.expected
+    assert (r.missing, r.wrong_etl, r.throttled_requests) == (0, 0, 0) and r.window_s > 0 and r.first_write_s > 0
+    assert r.use == r.consumed_wcu / (400.0 * r.window_s)
+    checks = batch_budget.verdicts(r)
+    assert [text.split(":")[0] for text, _ in checks] == ["one batch", "one batch", "one batch"]
+    assert checks[1][1] and checks[2][1]
+    assert batch_budget.markdown(r).splitlines()[2].startswith("| 2 | ")
+    assert spark_session.sparkContext.parallelize([1, 2]).count() == 2  # the shared session was left running

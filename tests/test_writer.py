@@ -15,7 +15,7 @@ from bench.dynamo_endpoint import fetch_stats
 from spark.dynamo import WriteError, dynamodb_client
 from spark.manifest import ATTRIBUTES, KEY_SCHEMA, ManifestItem, item_attributes
 from spark.ratelimit import TokenBucket
-from spark.writer import COUNT_NAMES, write_items
+from spark.writer import COUNT_NAMES, write_items, write_size
 
 TABLE = "manifest"
 DAY = 86400
@@ -190,6 +190,22 @@ def test_fast_mode_collapses_a_key_repeated_in_one_batch(moto_reset):
     counts = write(items + [dup, items[7]], "fast")  # DynamoDB would refuse a batch holding a key twice
     assert counts[dup.run]["written"] == 30 and counts[dup.run]["already_present"] == 2
     assert table_state(client)[(dup.event_id, dup.fingerprint)][0] == dup.etl_time
+
+
+def test_a_write_request_holds_at_most_a_quarter_second_of_the_budget():
+    assert [write_size(rate) for rate in (0.5, 1, 4, 20, 40, 99, 100, 100_000)] == [1, 1, 1, 5, 10, 24, 25, 25]
+
+
+@pytest.mark.parametrize("rate,requests", [(40, 10), (100_000, 4)])
+def test_fast_mode_sizes_its_write_requests_by_the_budget(standin, rate, requests):
+    """Four tasks at 10 WCU/s sending 25 items at once would ask a 40 WCU/s table for 100 items together."""
+    url = standin(100_000)
+    create_table()
+    clock = FakeClock()
+    counts = write(make_items(100), "fast", limiter=TokenBucket(rate, clock=clock, sleep=clock.sleep), clock=clock,
+                   sleep=clock.sleep, concurrency=1)
+    assert counts["2020-01-01-00-00-00"]["written"] == 100
+    assert fetch_stats(url)["requests"]["BatchWriteItem"] == requests
 
 
 @pytest.mark.parametrize("mode", ["conditional", "fast"])
