@@ -32,7 +32,7 @@ test-slow: $(STAMP)
 bench: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m bench.run
 
-# The real luigi command on whole archives (~30 minutes here; E2E_ARGS=--quick: ~11); writes bench/E2E.md.
+# The real luigi command on whole archives (~44 minutes here; E2E_ARGS=--quick: ~16); writes bench/E2E.md.
 bench-e2e: $(STAMP)
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m bench.e2e $(E2E_ARGS)
 

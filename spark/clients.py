@@ -10,6 +10,7 @@ import os
 from typing import Dict, Optional
 
 from spark.dynamo import dynamodb_client
+from spark.refusals import DEFAULT_CHAIN
 from spark.storage import s3_client
 
 ENDPOINT_VARIABLES = ("AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3", "AWS_ENDPOINT_URL_DYNAMODB")
@@ -32,12 +33,14 @@ def use_endpoints(overrides: Dict[str, str]) -> None:
 
 
 def task_client(service: str, overrides: Dict[str, str], region: Optional[str] = None,
-                credentials: Optional[dict] = None):
-    """The worker's S3 or DynamoDB client for these endpoints (and, for DynamoDB, region and credentials)."""
+                credentials: Optional[dict] = None, identity: str = DEFAULT_CHAIN):
+    """The worker's S3 or DynamoDB client for these endpoints (and, for DynamoDB, region and credentials), sending
+    as `identity` (its label, for the one line a refusal is told in)."""
     use_endpoints(overrides)
-    key = (service, tuple(sorted(overrides.items())), region, tuple(sorted((credentials or {}).items())))
+    key = (service, tuple(sorted(overrides.items())), region, tuple(sorted((credentials or {}).items())), identity)
     client = _CLIENTS.get(key)
     if client is None:
-        client = s3_client() if service == "s3" else dynamodb_client(region, credentials)
+        client = (s3_client(identity=identity) if service == "s3"
+                  else dynamodb_client(region, credentials, identity=identity))
         _CLIENTS[key] = client
     return client

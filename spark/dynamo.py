@@ -20,9 +20,10 @@ from typing import Callable, Dict, FrozenSet, Iterable, List, Optional, Tuple
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotoConnectionError
 
-from spark.errors import error_code, one_line
+from spark.errors import error_code
 from spark.manifest import ETL_TIME, EVENT_ID, FINGERPRINT, Key, ManifestItem, key_attributes, key_of
 from spark.ratelimit import TokenBucket
+from spark.refusals import DEFAULT_CHAIN, Told, explained, iam_action, identity_of, refusal, table_resource, watch
 from spark.report import MAX_EXAMPLES
 
 THROTTLE_CODES = frozenset({"ProvisionedThroughputExceededException", "ThrottlingException", "RequestLimitExceeded"})
@@ -38,17 +39,20 @@ THROTTLE, TRANSIENT = "throttle", "transient"  # what TableRequests.retry_kind s
 USER_AGENT = f"snowplow-manifest-populator Python/{platform.python_version()}"  # botocore appends its own
 
 
-class WriteError(RuntimeError):
-    """A non-retryable DynamoDB error of any request (missing table, no permission, invalid request); one line."""
+class WriteError(Told):
+    """A non-retryable DynamoDB error of any request (missing table, no permission, invalid request); one line
+    naming the identity, the IAM action and the table (a refusal, except for an invalid request)."""
 
 
-def dynamodb_client(region: str, credentials: Optional[dict], endpoint_url: Optional[str] = None):
+def dynamodb_client(region: str, credentials: Optional[dict], endpoint_url: Optional[str] = None,
+                    identity: str = DEFAULT_CHAIN):
     """A DynamoDB client without botocore retries (TableRequests retries itself, within its budget).
 
     `credentials` is {"accessKeyId", "secretAccessKey"[, "sessionToken"]} or None for the default chain; the endpoint
     is `endpoint_url` or else AWS_ENDPOINT_URL(_DYNAMODB) as boto3 reads it. Parameter validation is off: the
     requests are ours and validating them costs CPU per item. (A client built from this one's `meta.config` would
     validate again: botocore leaves that setting out of it.) Clients cannot be pickled: create one per partition.
+    `identity` is the label of who `credentials` are, for the one line a refusal is told in (spark.refusals).
     A fixed User-Agent names this tool in the table's CloudTrail records, and spares botocore from assembling its
     default one on every request (about a tenth of a PutItem's client CPU).
     """
@@ -75,7 +79,7 @@ def dynamodb_client(region: str, credentials: Optional[dict], endpoint_url: Opti
             aws_session_token=credentials.get("sessionToken"),
             region_name=region,
         )
-    return session.client("dynamodb", config=config, endpoint_url=endpoint_url)
+    return watch(session.client("dynamodb", config=config, endpoint_url=endpoint_url), identity, fail_fast=False)
 
 
 # --- tallies ------------------------------------------------------------------------------------------------
@@ -200,9 +204,10 @@ class TableRequests:
             status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode") or 0
             if code in TRANSIENT_CODES or status >= 500:
                 return TRANSIENT
-            message = exc.response.get("Error", {}).get("Message", "")
-            failed = f"DynamoDB {operation} on table {self.table} failed: {code}: {message}"
-            raise WriteError(one_line(failed)) from None
+            context = (identity_of(self.client), iam_action("dynamodb", operation),
+                       table_resource(self.table, self.client.meta.region_name))
+            found = refusal(exc, *context)
+            raise WriteError(found.line() if found else explained(exc, *context), found is not None) from None
         if isinstance(exc, (BotoConnectionError, HTTPClientError)):
             return TRANSIENT
         raise exc

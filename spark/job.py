@@ -29,8 +29,9 @@ from spark.clients import endpoints
 from spark.errors import error_line, spark_error_line
 from spark.passes import MODES, run_pass
 from spark.progress import PROGRESS_SECONDS, Progress
+from spark.refusals import DEFAULT_CHAIN, told
 from spark.runid import parse_run_id
-from spark.runstate import add_object_stats, count_only, finish_report, judge, save_report
+from spark.runstate import add_object_stats, count_only, finish_report, judge, save_report, tell_refusals
 from spark.spec import BatchSpec
 from spark.storage import Location, LocationError, parse_location, read_bytes, s3_client
 
@@ -74,23 +75,29 @@ def load_spec(uri: str) -> BatchSpec:
     try:
         text = read_bytes(parse_location(uri)).decode("utf-8")
     except Exception as e:  # noqa: BLE001 - any failure is one line for the user
-        raise JobError(f"cannot read the batch spec at {uri}: {error_line(e)}") from None
+        line, refused = told(e)
+        tell_refusals([line] if refused else [])
+        raise JobError(f"cannot read the batch spec at {uri}: {line}") from None
     try:
         return BatchSpec.from_json(text)
     except (ValueError, TypeError) as e:
         raise JobError(f"invalid batch spec at {uri}: {error_line(e)}") from None
 
 
-def load_credentials(uri: Optional[str]) -> Optional[dict]:
+def load_credentials(uri: Optional[str], client=None) -> Optional[dict]:
     """The staged {"accessKeyId", "secretAccessKey"} for DynamoDB, or None for the default chain.
 
-    Errors never quote the file: it holds the secret.
+    Errors never quote the file: it holds the secret. AWS's refusal of it is told (its line names the object).
     """
     if uri is None:
         return None
     try:
-        data = json.loads(read_bytes(parse_location(uri)).decode("utf-8"))
+        data = json.loads(read_bytes(parse_location(uri), client).decode("utf-8"))
     except Exception as e:  # noqa: BLE001
+        line, refused = told(e)
+        if refused:
+            tell_refusals([line])
+            raise JobError(f"cannot read the credentials at {uri}: {line}") from None
         raise JobError(f"cannot read the credentials at {uri} ({type(e).__name__})") from None
     if not isinstance(data, dict) or not data.get("accessKeyId") or not data.get("secretAccessKey"):
         raise JobError(f"the credentials at {uri} must be a JSON object with accessKeyId and secretAccessKey")
@@ -133,12 +140,14 @@ def check_spec(spec: BatchSpec) -> Tuple[Location, Location]:
 def run_batch(spark, spec: BatchSpec) -> int:
     """Process one batch and write its reports; 0 when every run is ok, 1 otherwise."""
     archive, reports = check_spec(spec)
-    credentials = None if spec.count_only else load_credentials(spec.credentials)
+    s3_identity = spec.identities.get("s3") or DEFAULT_CHAIN
+    uses_s3 = archive.is_s3 or reports.is_s3 or (spec.credentials or "").startswith("s3")
+    client = s3_client(identity=s3_identity) if uses_s3 else None  # one client: making one costs ~0.5 s of CPU
+    credentials = None if spec.count_only else load_credentials(spec.credentials, client)
     now = spec.now if spec.now is not None else time.time()
-    client = s3_client() if archive.is_s3 or reports.is_s3 else None  # one client: making one costs ~0.5 s of CPU
     states = in_order(lambda run: reading.list_run(archive, run, spec, client), spec.runs)
     sc = spark.sparkContext
-    tasks = reading.reading_tasks(states, sc.defaultParallelism, endpoints())
+    tasks = reading.reading_tasks(states, sc.defaultParallelism, endpoints(), s3_identity)
     mode = MODES[spec.mode]
     parsed = None
     read_s = action_s = 0.0
@@ -176,8 +185,10 @@ def run_batch(spark, spec: BatchSpec) -> int:
             parsed.unpersist()
     for s in states:
         finish_report(s, read_s, mode.timing, action_s)
-    saved = all(in_order(lambda s: save_report(reports, s, client), states))
-    return 0 if saved and all(s.ok for s in states) else 1
+    unsaved = [why for why in in_order(lambda s: save_report(reports, s, client), states) if why]
+    tell_refusals([s.report["refused"] for s in states if s.report.get("refused")]
+                  + [line for line, refused in unsaved if refused])
+    return 0 if not unsaved and all(s.ok for s in states) else 1
 
 
 def in_order(work: Callable[[T], R], items: Sequence[T]) -> List[R]:

@@ -18,10 +18,11 @@ from typing import Callable, Dict, Iterator, List, Optional
 from spark import events as ev
 from spark import maintenance as mt
 from spark.clients import endpoints, task_client
-from spark.errors import error_line, spark_error_line
+from spark.errors import spark_error_line
 from spark.manifest import ManifestItem, import_line
 from spark.ratelimit import TokenBucket
 from spark.reading import copies_by_key
+from spark.refusals import DEFAULT_CHAIN, told
 from spark.report import MODE_FAILURES, merge_examples
 from spark.runstate import RunState, acting
 from spark.spec import BatchSpec
@@ -48,6 +49,10 @@ class PassConfig:
     max_retry_seconds: float = 0.0
     threads: int = WRITE_THREADS
     staging: str = ""
+    identities: Dict[str, str] = field(default_factory=dict)  # spec.identities: who the requests go as, by service
+
+    def identity(self, service: str) -> str:
+        return self.identities.get(service) or DEFAULT_CHAIN
 
 
 def settle_and_act(keys: Iterator, split: Callable, act: Callable[[Iterator], Outcomes], failures: str) -> dict:
@@ -56,7 +61,8 @@ def settle_and_act(keys: Iterator, split: Callable, act: Callable[[Iterator], Ou
     `split(copies)` gives ([(etlTime, run), ...], [(run, outcome, n), ...]); `act` takes the targets as
     (event_id, fingerprint, [(etlTime, run), ...]) and returns per-run counts. When `act` raises, every target of
     the partition counts as one of `failures` and the error is returned: nothing is counted twice and every copy is
-    counted once. The result: {"outcomes": per run counts, "error": one line or None}.
+    counted once. The result: {"outcomes": per run counts, "error": one line or None, "refused": whether that
+    error is an AWS refusal}.
     """
     outcomes: Outcomes = {}
     owed: Dict[str, int] = {}
@@ -76,11 +82,11 @@ def settle_and_act(keys: Iterator, split: Callable, act: Callable[[Iterator], Ou
                 yield event_id, fingerprint, chosen
 
     pending = targets()
-    error = None
+    error, refused = None, False
     try:
         done = act(pending)
     except Exception as e:  # noqa: BLE001 - the partition's runs fail with this line
-        error = error_line(e)
+        error, refused = told(e)
         for _ in pending:  # settle the keys not reached yet
             pass
         done = {run: {failures: n} for run, n in owed.items()}
@@ -88,7 +94,7 @@ def settle_and_act(keys: Iterator, split: Callable, act: Callable[[Iterator], Ou
         for name, n in row.items():
             if n:
                 add(run, name, n)
-    return {"outcomes": outcomes, "error": error}
+    return {"outcomes": outcomes, "error": error, "refused": refused}
 
 
 def winner_only(config: PassConfig, copies) -> tuple:
@@ -98,7 +104,7 @@ def winner_only(config: PassConfig, copies) -> tuple:
 
 
 def _table_client(config: PassConfig):
-    return task_client("dynamodb", config.endpoints, config.region, config.credentials)
+    return task_client("dynamodb", config.endpoints, config.region, config.credentials, config.identity("dynamodb"))
 
 
 # --- the modes' partitions: (partition index, keys, config) -> one result ------------------------------------
@@ -157,7 +163,8 @@ def stage_partition(index: int, keys: Iterator, config: PassConfig) -> Iterator[
                 out.write(import_line(ManifestItem(event_id, fingerprint, etl, ev.ttl_for(etl, config.ttl_days), run)))
         if staged:
             target = parse_location(config.staging).child(f"part-{index:05d}.json.gz")
-            write_bytes(target, buffer.getvalue(), task_client("s3", config.endpoints) if target.is_s3 else None)
+            client = task_client("s3", config.endpoints, identity=config.identity("s3")) if target.is_s3 else None
+            write_bytes(target, buffer.getvalue(), client)
         return {run: {"written": n} for run, n in staged.items()}
 
     yield settle_and_act(keys, partial(winner_only, config), stage, "write_failures")
@@ -192,7 +199,8 @@ MODES = {
 
 def pass_config(spec: BatchSpec, credentials: Optional[dict], now: float, partitions: int) -> PassConfig:
     mode = MODES[spec.mode]
-    common = dict(ttl_days=spec.ttl_days, now=now, write_expired=spec.write_expired, endpoints=endpoints())
+    common = dict(ttl_days=spec.ttl_days, now=now, write_expired=spec.write_expired, endpoints=endpoints(),
+                  identities=dict(spec.identities))
     if not mode.acts_on_table:
         return PassConfig(staging=spec.staging, **common)
     return PassConfig(table=spec.table, region=spec.region, credentials=credentials, write_mode=spec.write_mode,
@@ -249,7 +257,7 @@ def collect_outcomes(results, runs: Dict[int, RunState], spec: BatchSpec, mode: 
     errors = []
     for result in collected:
         if result["error"]:
-            errors.append(result["error"])
+            errors.append((result["error"], result.get("refused", False)))
         for run, outcomes in result["outcomes"].items():
             counts = by_run[run].report["counts"]
             for name, n in outcomes.items():
@@ -263,7 +271,8 @@ def collect_outcomes(results, runs: Dict[int, RunState], spec: BatchSpec, mode: 
             continue
         counts = s.report["counts"]
         if errors:
-            s.fail(f"{mode.verb} failed: {errors[0]}")
+            line, refused = min(errors, key=lambda e: not e[1])  # a refusal first: it says what to fix
+            s.fail(line if refused else f"{mode.verb} failed: {line}", refused)
         elif counts[failures]:
             s.fail(f"{counts[failures]} items were not {mode.past} within {spec.max_retry_seconds:g} s "
                    "of throttling or errors")

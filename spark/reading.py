@@ -18,7 +18,7 @@ from typing import Dict, Iterator, List, Optional, Tuple
 from spark import events as ev
 from spark.archive import ArchiveReadError, archived_objects, data_objects, read_lines
 from spark.clients import task_client
-from spark.errors import error_line
+from spark.refusals import DEFAULT_CHAIN, told
 from spark.report import new_report
 from spark.runid import folder_name
 from spark.runstate import RunState
@@ -33,7 +33,7 @@ MAX_TASK_BYTES = 128 << 20
 OPEN_COST_BYTES = 1 << 20
 ARCHIVED_ERROR = "archived in GLACIER or DEEP_ARCHIVE: restore it first"
 
-Task = List[Tuple[int, str, str, Dict[str, str]]]  # per object: (run index, uri, name, endpoint overrides)
+Task = List[Tuple[int, str, str, Dict[str, str], str]]  # per object: (run index, uri, name, endpoints, identity)
 
 
 def list_run(archive: Location, run: str, spec: BatchSpec, client=None) -> RunState:
@@ -48,7 +48,8 @@ def list_run(archive: Location, run: str, spec: BatchSpec, client=None) -> RunSt
         data = data_objects(listed)
         archived = archived_objects(folder, data, client) if folder.is_s3 else []
     except Exception as e:  # noqa: BLE001
-        state.fail(f"cannot list {folder.uri}: {error_line(e)}")
+        line, refused = told(e)
+        state.fail(line if refused else f"cannot list {folder.uri}: {line}", refused)
         return state
     state.objects = [(o.name, o.size) for o in data]
     unreadable = set(archived)
@@ -92,31 +93,34 @@ def pack_objects(objects: List[tuple], parallelism: int) -> List[List[tuple]]:
     return groups
 
 
-def reading_tasks(states: List[RunState], parallelism: int, endpoints: Dict[str, str]) -> List[Task]:
-    """The objects of the ok runs packed into tasks for `read_objects`."""
+def reading_tasks(states: List[RunState], parallelism: int, endpoints: Dict[str, str],
+                  identity: str = DEFAULT_CHAIN) -> List[Task]:
+    """The objects of the ok runs packed into tasks for `read_objects`, read as `identity` (its label)."""
     objects = [(size, i, s.folder.child(name).uri, name) for i, s in enumerate(states) if s.ok
                for name, size in s.objects]
-    return [[(i, uri, name, endpoints) for _, i, uri, name in group] for group in pack_objects(objects, parallelism)]
+    return [[(i, uri, name, endpoints, identity) for _, i, uri, name in group]
+            for group in pack_objects(objects, parallelism)]
 
 
 def read_objects(tasks: Iterator[Task]) -> Iterator:
     """The record stream of one Spark partition of tasks (see the module's docstring)."""
     for task in tasks:
-        for run_index, uri, name, endpoints in task:
+        for run_index, uri, name, endpoints, identity in task:
             yield run_index
             tally = ev.LineTally()
-            error = None
+            error, refused = None, False
             try:
                 loc = parse_location(uri)
-                client = task_client("s3", endpoints) if loc.is_s3 else None
+                client = task_client("s3", endpoints, identity=identity) if loc.is_s3 else None
                 yield from ev.scan_lines(read_lines(loc, client, name=uri), name, tally)
             except ArchiveReadError as e:
                 error = str(e)
             except Exception as e:  # noqa: BLE001 - the run fails naming the object; other runs go on
-                error = f"{uri}: cannot read: {error_line(e)}"
+                line, refused = told(e)
+                error = line if refused else f"{uri}: cannot read: {line}"
             yield {"run_index": run_index, "key": uri, "lines": tally.lines, "malformed": tally.malformed,
                    "examples": tally.examples, "no_fingerprint": tally.no_fingerprint, "valid": tally.valid,
-                   "min_etl_ms": tally.min_etl_ms, "error": error}
+                   "min_etl_ms": tally.min_etl_ms, "error": error, "refused": refused}
 
 
 def is_stats(record) -> bool:

@@ -15,8 +15,9 @@ from __future__ import annotations
 
 import html
 import re
+import weakref
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, Optional
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlparse
 
 from botocore.exceptions import (
@@ -31,9 +32,10 @@ from botocore.exceptions import (
     SSLError,
 )
 
-from spark.errors import one_line
+from spark.errors import error_line, one_line
 
 MAX_REFUSAL = 300  # characters of a refusal's line, the command's last line
+JOB_LOG_PREFIX = "refused: "  # the job's log line telling a refusal once, whether or not a report could hold it
 DEFAULT_CHAIN = "the default AWS credential chain"
 DENIED, CREDENTIALS, MISSING, UNREACHABLE = "denied", "credentials", "missing", "unreachable"
 
@@ -179,6 +181,9 @@ def refusal(e: BaseException, identity: str = "", action: str = "", resource: st
         if code in DENIED_CODES or (status_of(e) == 403 and not code):
             return Refusal(DENIED, request, code, message or "Forbidden")
         if code in MISSING_CODES:
+            if code == "NoSuchBucket" and request.resource.startswith("s3://"):  # the bucket is what is missing
+                bucket = request.resource.split("/")[2]
+                request = Request(request.identity, request.action, s3_resource(bucket), request.endpoint)
             return Refusal(MISSING, request, code, message)
         return None
     if isinstance(e, (NoCredentialsError, PartialCredentialsError, CredentialRetrievalError)):
@@ -205,6 +210,25 @@ def explained(e: BaseException, identity: str = "", action: str = "", resource: 
                said)
 
 
+class Told(Exception):
+    """An AWS failure already told in one line (its str), by code that knew the request better than a client's
+    record of it; `refused` says whether it is a refusal."""
+
+    def __init__(self, line: str, refused: bool):
+        super().__init__(line)
+        self.refused = refused
+
+
+def told(e: BaseException) -> Tuple[str, bool]:
+    """(one line, whether it is a refusal) for any error: AWS's explained, any other as 'Type: message'."""
+    if isinstance(e, Told):
+        return str(e), e.refused
+    found = refusal(e)
+    if found is not None:
+        return found.line(), True
+    return explained(e) or error_line(e), False
+
+
 def base_url(url: str) -> str:
     """scheme://host[:port] of a request's URL: where it went, without the path and query of the request."""
     parsed = urlparse(url)
@@ -212,6 +236,15 @@ def base_url(url: str) -> str:
 
 
 _CONNECT_ERRORS = (EndpointConnectionError, ConnectTimeoutError, ProxyConnectionError)
+_IDENTITIES: weakref.WeakKeyDictionary[Any, str] = weakref.WeakKeyDictionary()
+
+
+def identity_of(client) -> str:
+    """Who a watched client sends its requests as (the default chain for any other client)."""
+    try:
+        return _IDENTITIES.get(client, DEFAULT_CHAIN)
+    except TypeError:  # not weakly referable: a test's stand-in
+        return DEFAULT_CHAIN
 
 
 def watch(client, identity: str, fail_fast: bool = True):
@@ -222,23 +255,32 @@ def watch(client, identity: str, fail_fast: bool = True):
     endpoint = base_url(client.meta.endpoint_url or "")
     answered = []
 
+    def request(context: Dict[str, Any]) -> Optional[Dict[str, str]]:
+        """What the failed request was for, worked out only now that it failed."""
+        sent = context.get("manifest_request")
+        if sent is None:
+            return None
+        operation, params = sent
+        return asdict(Request(identity, iam_action(signing, operation), request_resource(service, params, region),
+                              endpoint))
+
     def before(params: Dict[str, Any], model, context: Dict[str, Any], **_) -> None:
-        context["manifest_request"] = asdict(Request(identity, iam_action(signing, model.name),
-                                                     request_resource(service, params, region), endpoint))
+        context["manifest_request"] = (model.name, params)  # kept cheap: every request passes here
 
     def after(http_response, parsed: Dict[str, Any], context: Dict[str, Any], **_) -> None:
         if not answered:
             answered.append(True)
-        if http_response.status_code >= 300 and "manifest_request" in context:
-            parsed["ManifestRequest"] = context["manifest_request"]
+        if http_response.status_code >= 300:
+            parsed["ManifestRequest"] = request(context)
 
     def after_error(exception: BaseException, context: Dict[str, Any], **_) -> None:
-        exception.manifest_request = context.get("manifest_request")
+        exception.manifest_request = request(context)
 
     def first_contact(caught_exception: Optional[BaseException] = None, **_) -> None:
         if caught_exception is not None and not answered and isinstance(caught_exception, _CONNECT_ERRORS):
             raise caught_exception  # botocore would retry with backoff: nothing has ever answered there
 
+    _IDENTITIES[client] = identity
     events = client.meta.events
     events.register("before-parameter-build", before)
     events.register("after-call", after)

@@ -70,6 +70,7 @@ def new_report(run: str, batch_id: str, mode: str = "populate") -> Dict:
         "mode": mode,  # the job's mode (spec.JOB_MODES): what the counts count
         "status": "ok",  # 'ok' or 'failed'
         "errors": [],  # one line each, never a line's content nor a secret
+        "refused": None,  # the line of the AWS refusal that failed the run (spark.refusals), if one did
         "etl_time": None,  # epoch seconds written for the run's events (etl_time='run'), or the earliest
         "objects": [],  # {"key", "bytes", "lines", "error"}
         "counts": empty_counts(mode),

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from spark import events as ev
-from spark.errors import error_line
+from spark.refusals import JOB_LOG_PREFIX, told
 from spark.report import (
     MALFORMED_REASONS,
     MODE_FAILURES,
@@ -42,9 +42,12 @@ class RunState:
     def ok(self) -> bool:
         return self.report["status"] == "ok"
 
-    def fail(self, error: str) -> None:
+    def fail(self, error: str, refused: bool = False) -> None:
+        """Fail the run with one line; `refused`: AWS refused a request of it, and will again (spark.refusals)."""
         self.report["status"] = "failed"
         self.report["errors"].append(error)
+        if refused and not self.report.get("refused"):
+            self.report["refused"] = error
 
 
 def acting(states: List[RunState]) -> Dict[int, RunState]:
@@ -67,6 +70,8 @@ def add_object_stats(states: List[RunState], stats: List[dict]) -> None:
         if st["min_etl_ms"] is not None and (s.min_etl_ms is None or st["min_etl_ms"] < s.min_etl_ms):
             s.min_etl_ms = st["min_etl_ms"]
         objects[st["key"]].update(lines=st["lines"], error=st["error"])
+        if st.get("refused"):
+            objects[st["key"]]["refused"] = True
 
 
 def judge(states: List[RunState], max_malformed_fraction: float) -> None:
@@ -74,10 +79,13 @@ def judge(states: List[RunState], max_malformed_fraction: float) -> None:
     for s in states:
         if not s.ok:
             continue
-        unread = [o["key"] for o in s.report["objects"] if o["error"]]
+        unread = [o for o in s.report["objects"] if o["error"]]
         if unread:
-            first = next(o["error"] for o in s.report["objects"] if o["error"])
-            s.fail(f"{len(unread)} objects could not be read: {first}")
+            refused = [o for o in unread if o.get("refused")]
+            if refused:  # AWS's line already names the object: every other object will be refused alike
+                s.fail(refused[0]["error"], refused=True)
+            else:
+                s.fail(f"{len(unread)} objects could not be read: {unread[0]['error']}")
             continue
         counts = s.report["counts"]
         malformed = sum(counts["malformed"].values())
@@ -116,16 +124,26 @@ def finish_report(s: RunState, read_s: float, action_timing: str, action_s: floa
         s.fail("internal error: the run's counts do not add up")
     summary = ", ".join(f"{k}={counts[k]}" for k in outcomes if counts[k])
     malformed = sum(counts["malformed"].values())
+    why = "AWS refused (the line after the runs)" if report.get("refused") else (report["errors"] or [""])[0]
     LOG.info("run %s: %s; lines=%d, malformed=%d%s%s", s.run, report["status"], counts["lines"], malformed,
-             f", {summary}" if summary else "", f"; {report['errors'][0]}" if report["errors"] else "")
+             f", {summary}" if summary else "", f"; {why}" if why else "")
 
 
-def save_report(reports: Location, s: RunState, client=None) -> bool:
-    """Write one run's report; a failure is logged and leaves the run unmarked, the other reports still go."""
+def save_report(reports: Location, s: RunState, client=None) -> Optional[Tuple[str, bool]]:
+    """Write one run's report: None, or (why it could not be written, whether AWS refused it). The run stays
+    unmarked and the other reports still go; a refusal is left for the job to tell once (`tell_refusals`)."""
     target = report_location(reports, s.run)
     try:
         write_bytes(target, dumps(s.report).encode("utf-8"), client)
-        return True
+        return None
     except Exception as e:  # noqa: BLE001
-        LOG.error("run %s: cannot write its report to %s: %s", s.run, target.uri, error_line(e))
-        return False
+        line, refused = told(e)
+        if not refused:
+            LOG.error("run %s: cannot write its report to %s: %s", s.run, target.uri, line)
+        return line, refused
+
+
+def tell_refusals(lines: Iterable[str]) -> None:
+    """Each distinct refusal once, on a line of its own that the local runner passes on (JOB_LOG_PREFIX)."""
+    for line in dict.fromkeys(lines):
+        LOG.error("%s%s", JOB_LOG_PREFIX, line)

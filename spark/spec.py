@@ -41,6 +41,8 @@ class BatchSpec:
     sample: int = 0  # verify: check this many keys per run, a deterministic random sample; 0 = every key
     sample_seed: int = 0  # verify: another seed draws another sample
     staging: str = ""  # import: the prefix the job writes its part-NNNNN.json.gz objects under
+    # Who the job's requests go as, by service ("s3", "dynamodb"): labels for its one-line refusals, never secrets.
+    identities: dict = field(default_factory=dict)
     extra: dict = field(default_factory=dict)
 
     def __post_init__(self):

@@ -13,6 +13,7 @@ from typing import List
 from botocore.exceptions import ClientError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
 
 from spark.errors import error_code, is_not_found
+from spark.refusals import DEFAULT_CHAIN, watch
 
 S3_SCHEMES = ("s3", "s3a", "s3n")
 _BUCKET = re.compile(r"^[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]$")
@@ -88,14 +89,16 @@ def _local(path: str, original: str) -> Location:
     return Location("file", "", os.path.abspath(os.path.expanduser(path)))
 
 
-def s3_client(session=None):
-    """An S3 client with retries for transient faults (500s, resets) in adaptive mode."""
+def s3_client(session=None, identity: str = DEFAULT_CHAIN, fail_fast: bool = False):
+    """An S3 client with retries for transient faults (500s, resets), whose failures say who asked for what
+    (spark.refusals.watch: `identity` is the label of who `session` is; `fail_fast`: not retrying an endpoint that
+    has never answered)."""
     # boto3 is imported where a client is made: a task that reads local files only never pays its ~0.15 s import.
     import boto3
     from botocore.config import Config
 
     config = Config(retries={"max_attempts": 8, "mode": "standard"}, connect_timeout=10, read_timeout=60)
-    return (session or boto3.session.Session()).client("s3", config=config)
+    return watch((session or boto3.session.Session()).client("s3", config=config), identity, fail_fast)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ from luigi.retcodes import run_with_retcodes
 
 from bench.archive import ArchiveTruth, generate_archive, run_ids
 from bench.servers import free_port
+from pipeline.orchestration import backfill
+from pipeline.tasks import command as command_task
 from pipeline.tasks import console
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -93,9 +95,12 @@ def run_in_process(command: List[str]) -> subprocess.CompletedProcess:
     code = 0
     try:
         with contextlib.redirect_stdout(out):
-            run_with_retcodes([*command[1:], "--no-lock"])
-    except SystemExit as exited:
-        code = exited.code or 0
+            try:
+                run_with_retcodes([*command[1:], "--no-lock"])
+            except SystemExit as exited:
+                code = exited.code or 0
+            command_task.run_at_exit()  # what the process does as it exits: a failed backfill's summary, ...
+            backfill.close_all()  # and the next command starts anew, as in a process of its own
     finally:
         root.removeHandler(collect)
         collect.lines += [f"ERROR: {message}" for message in console.ONE_LINE_ERRORS.messages]  # as at exit

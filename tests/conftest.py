@@ -87,7 +87,7 @@ def nothing_at_exit():
     """A backfill run in-process whose batch failed would write its summary as pytest exits, to a moto server that
     is gone by then: each test's own end is its process's end."""
     yield
-    command.EXIT_SUMMARIES.clear()
+    command.AT_EXIT.clear()
     console.ONE_LINE_ERRORS.messages.clear()  # and the command's last lines, repeated at exit
 
 

@@ -173,13 +173,14 @@ def test_configured_cluster_is_used_and_never_terminated(aws):
         runner(aws, EmrSettings(cluster_id=existing)).ensure_cluster()
 
 
-def test_finish_terminates_on_success_only(aws):
+def test_finish_terminates_on_success_only_and_deletes_the_credentials_either_way(aws):
     run = runner(aws)
     cluster_id = run.ensure_cluster()
     run.stage_credentials({"accessKeyId": CANARY_KEY, "secretAccessKey": CANARY_SECRET})
     run.finish(success=False)
-    assert cluster_state(aws, cluster_id) == "WAITING"
-    assert aws.s3.list_objects_v2(Bucket=BUCKET, Prefix=STAGING.child("credentials").key)["KeyCount"] == 1
+    assert cluster_state(aws, cluster_id) == "WAITING"  # for a resumed run to adopt
+    assert aws.s3.list_objects_v2(Bucket=BUCKET, Prefix=STAGING.child("credentials").key)["KeyCount"] == 0
+    run.stage_credentials({"accessKeyId": CANARY_KEY, "secretAccessKey": CANARY_SECRET})  # the resumed run's batch
     runner(aws).finish(success=True)  # a resumed run's process finds the cluster by name and tag
     assert cluster_state(aws, cluster_id) == "TERMINATED"
     assert aws.s3.list_objects_v2(Bucket=BUCKET, Prefix=STAGING.child("credentials").key)["KeyCount"] == 0

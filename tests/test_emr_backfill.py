@@ -6,6 +6,7 @@ on local[2] with the step's own arguments, and sets the step's state from the ex
 """
 import json
 import os
+import signal
 import subprocess
 import tempfile
 import threading
@@ -41,9 +42,9 @@ REGION = "us-east-1"
 class FakeEmr(threading.Thread):
     """Executes (or fails) the steps submitted to moto's EMR backend, recording every step's arguments."""
 
-    def __init__(self, endpoint: str, fail_with=None):
+    def __init__(self, endpoint: str, fail_with=None, hang: bool = False):
         super().__init__(daemon=True)
-        self.endpoint, self.fail_with = endpoint, fail_with
+        self.endpoint, self.fail_with, self.hang = endpoint, fail_with, hang
         self.handled, self.step_args, self.stop = set(), [], threading.Event()
 
     def run(self):
@@ -56,6 +57,9 @@ class FakeEmr(threading.Thread):
                         self.execute(step)
 
     def execute(self, step):
+        if self.hang:  # a step that runs on and on
+            step.state = "RUNNING"
+            return
         if self.fail_with:
             step.state = "FAILED"
             step.Status = dict(step.status, FailureDetails=self.fail_with)
@@ -167,3 +171,36 @@ def test_failed_step_fails_its_batch_and_marks_nothing(emr_world, tmp_path):
     assert "FAILED: Step failure: Container killed: OOM" in last and "s3://ops/logs/steps/s-1/stderr.gz" in last
     assert MarkerStore(parse_location("s3://ops/markers"), "manifest").done_runs() == set()
     assert clusters()[0].state != "TERMINATED"  # left for a resumed run (idle auto-termination covers it)
+    assert not [key for _, key in all_objects() if "/credentials/" in key]  # the keys are never left behind
+
+
+@pytest.mark.parametrize("stop,said", [(signal.SIGTERM, "SIGTERM"), (signal.SIGINT, "Ctrl-C")])
+def test_a_stopped_backfill_deletes_its_staged_credentials(emr_world, tmp_path, stop, said):
+    """SIGTERM or Ctrl-C while a step runs: the command ends with its summary kept, the staged keys deleted and the
+    cluster left for a resumed run, its last line saying so, no traceback, exit 128 + the signal."""
+    endpoint, runs, _, storage = emr_world
+    emr = FakeEmr(endpoint, hang=True)
+    emr.start()
+    command = populate_command(ARCHIVE, storage, "s3://ops/markers", "--runner", "emr", "--create-table")
+    with open(tmp_path / "out.log", "w") as out:
+        proc = subprocess.Popen(command, cwd=tmp_path, env=emr_env(endpoint, tmp_path), stdout=out,
+                                stderr=subprocess.STDOUT, text=True)
+        try:
+            deadline = time.monotonic() + 120
+            while not (emr.step_args and [k for _, k in all_objects() if "/credentials/" in k]):
+                assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "out.log").read_text()
+                time.sleep(0.2)
+            proc.send_signal(stop)
+            code = proc.wait(60)
+        finally:
+            emr.stop.set()
+            if proc.poll() is None:
+                proc.kill()
+    output = (tmp_path / "out.log").read_text()
+    assert code == 128 + stop, output[-3000:]
+    assert output.strip().splitlines()[-1].startswith(f"ERROR: stopped by {said}: "), output[-3000:]
+    keys = [key for _, key in all_objects()]
+    assert not [key for key in keys if "/credentials/" in key], keys
+    assert [key for key in keys if "/_summaries/" in key], "a stopped backfill keeps its summary"
+    assert clusters()[0].state != "TERMINATED"
+    assert "Traceback" not in output

@@ -59,7 +59,7 @@ def test_a_partition_stages_each_keys_earliest_unexpired_copy(tmp_path):
 def test_an_empty_partition_stages_no_object(tmp_path):
     config = stage_config(tmp_path)
     (result,) = stage_partition(0, iter([]), config)
-    assert result == {"outcomes": {}, "error": None} and list(tmp_path.iterdir()) == []
+    assert result == {"outcomes": {}, "error": None, "refused": False} and list(tmp_path.iterdir()) == []
 
 
 def test_a_partition_that_cannot_stage_counts_its_items_as_write_failures(tmp_path):

@@ -221,7 +221,9 @@ def test_write_errors_fail_the_runs_and_an_empty_run_is_ok_with_a_warning(aws, s
     assert empty["status"] == "ok" and empty["counts"]["lines"] == 0 and empty["objects"] == []
     assert empty["warnings"] == [f"{ARCHIVE}/run={RUNS[0]} holds no data objects"]
     assert failed["status"] == "failed" and completeness_problem(failed)
-    assert failed["errors"][0].startswith("writing failed: ") and "no-such-table" in failed["errors"][0]
+    # a missing table is a refusal: the run's error is its one line, naming the table, the action and the identity
+    assert failed["refused"] == failed["errors"][0] and failed["errors"][0].startswith("DynamoDB table 'no-such-table'")
+    assert "dynamodb:PutItem by the default AWS credential chain" in failed["refused"]
     assert failed["counts"]["write_failures"] + failed["counts"]["in_run_duplicates"] == len(truth.runs[0].events)
     assert SECRET not in json.dumps(failed)
 
@@ -310,8 +312,8 @@ def test_many_runs_are_listed_and_reported_through_one_s3_client(aws, spark_sess
     runs = [f"2026-05-01-{h:02d}-00-00" for h in range(12)]
     truth = generate_archive(ARCHIVE, runs, 20, seed=11, client=s3, extras=False, kinds=("plain",))
     made = []
-    monkeypatch.setattr("spark.job.s3_client", lambda: made.append(1) or boto3.client("s3"))
-    monkeypatch.setattr("spark.storage.s3_client", lambda: pytest.fail("a client made for one request"))
+    monkeypatch.setattr("spark.job.s3_client", lambda **kw: made.append(1) or boto3.client("s3"))
+    monkeypatch.setattr("spark.storage.s3_client", lambda **kw: pytest.fail("a client made for one request"))
     spec = make_spec(tmp_path, creds, runs, reports="s3://archive/reports/b1")
     assert run_batch(spark_session, spec) == 0
     assert made == [1]

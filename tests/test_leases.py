@@ -12,7 +12,7 @@ import time
 import pytest
 
 from bench import servers
-from pipeline.rules.errors import PipelineError
+from pipeline.rules.errors import AwsRefused
 from pipeline.stores import leases
 from spark import storage
 from spark.storage import parse_location
@@ -394,6 +394,7 @@ def test_a_renewal_whose_answer_was_lost_is_still_ours(folder, monkeypatch):
 
 def test_a_store_failure_is_one_line(moto_reset):
     loc = leases.lease_location(parse_location("s3://no-such-bucket/markers/manifest"), "r1")
-    with pytest.raises(PipelineError) as info:
+    with pytest.raises(AwsRefused) as info:  # a refusal: every batch would meet it
         leases.try_acquire(loc, other_owner(), "b", 60, storage.s3_client())
-    assert str(info.value) == f"cannot read the lease {loc.uri}: NoSuchBucket"
+    assert str(info.value).startswith("s3://no-such-bucket does not exist (s3:GetObject by the default AWS "
+                                      "credential chain): NoSuchBucket")

@@ -82,8 +82,8 @@ def test_unreachable_scheduler_is_one_line_and_its_own_exit_code(tmp_path):
     assert time.monotonic() - started < 30  # not Luigi's minute of retries
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert lines == [f"ERROR: the central scheduler at http://127.0.0.1:{port}/ does not answer (Connection "
-                     "refused): start it (`luigid --address 127.0.0.1 --port 8082`, see README) or run with "
-                     "--local-scheduler"], proc.stderr
+                     "refused): start it (`luigid --address 127.0.0.1 --port 8082`, see docs/operations.md) or run "
+                     "with --local-scheduler"], proc.stderr
     assert "UnconsumedParameterWarning" not in proc.stderr
 
 

@@ -3,6 +3,7 @@ real clients pointed at a closed port."""
 from __future__ import annotations
 
 import http.server
+import json
 import threading
 
 import boto3
@@ -12,7 +13,11 @@ from botocore.exceptions import ClientError, EndpointConnectionError, NoCredenti
 
 from bench.servers import free_port
 from spark import refusals
+from spark.dynamo import WriteError, dynamodb_client
+from spark.manifest import ManifestItem
+from spark.ratelimit import TokenBucket
 from spark.refusals import CREDENTIALS, DENIED, MISSING, UNREACHABLE, Request, explained, refusal, watch
+from spark.writer import write_items
 
 TABLE = refusals.table_resource("manifest", "us-east-1")
 KEYS = refusals.keys_identity("dynamodb.json")
@@ -138,3 +143,56 @@ def test_a_watched_client_that_has_answered_retries_a_dropped_endpoint_as_before
         client.list_buckets()
     assert len(sent) == 1 + 3
     assert refusal(failed.value).kind == UNREACHABLE  # still told in one line once the retries are spent
+
+
+class _Denies(http.server.BaseHTTPRequestHandler):
+    """Answers every DynamoDB request as DynamoDB itself refuses one: JSON, HTTP 400, AccessDeniedException."""
+
+    def do_POST(self):  # noqa: N802 - http.server's name
+        self.rfile.read(int(self.headers["Content-Length"]))
+        operation = self.headers["X-Amz-Target"].split(".")[-1]
+        body = json.dumps({"__type": "com.amazon.coral.service#AccessDeniedException",
+                           "message": f"User: arn:aws:iam::123456789012:user/populator is not authorized to perform: "
+                                      f"dynamodb:{operation} on resource: arn:aws:dynamodb:us-east-1:123456789012:"
+                                      "table/manifest because no identity-based policy allows the action"}).encode()
+        self.send_response(400)
+        self.send_header("Content-Type", "application/x-amz-json-1.0")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def denying_dynamodb():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Denies)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_dynamodb_s_own_json_refusal_through_a_watched_client(denying_dynamodb):
+    client = watch(boto3.client("dynamodb", region_name="us-east-1", endpoint_url=denying_dynamodb), KEYS)
+    with pytest.raises(ClientError) as failed:
+        client.describe_table(TableName="manifest")
+    line = refusal(failed.value).line()
+    assert line.startswith("AWS denied dynamodb:DescribeTable on DynamoDB table 'manifest' in us-east-1 to the "
+                           "storage config's keys (dynamodb.json)")
+    assert "AccessDeniedException: User: arn:aws:iam::123456789012:user/populator is not authorized" in line
+
+
+def test_the_job_s_writes_refused_as_dynamodb_refuses_them(denying_dynamodb):
+    """The job's own request path (spark.dynamo.TableRequests): one WriteError, a refusal, naming its action."""
+    client = dynamodb_client("us-east-1", {"accessKeyId": "AKIAEXAMPLEEXAMPLE12", "secretAccessKey": "s"},
+                             endpoint_url=denying_dynamodb, identity=KEYS)
+    items = [ManifestItem(f"e{i}", "f", 100, 200, "2026-05-01-00-00-00") for i in range(3)]
+    for mode, action in (("fast", "dynamodb:BatchGetItem"), ("conditional", "dynamodb:PutItem")):
+        with pytest.raises(WriteError) as failed:
+            write_items(items, client=client, table="manifest", mode=mode, limiter=TokenBucket(1000.0))
+        assert failed.value.refused
+        assert str(failed.value).startswith(f"AWS denied {action} on DynamoDB table 'manifest' in us-east-1 to the "
+                                            "storage config's keys (dynamodb.json)"), str(failed.value)
+        assert len(str(failed.value)) <= 300

@@ -17,8 +17,10 @@ from typing import Any, Callable, Iterator, List, NamedTuple, Optional, Tuple
 
 import boto3
 import botocore.exceptions
+from botocore.config import Config
 
 from pipeline.rules.errors import PipelineError
+from spark.refusals import DEFAULT_CHAIN, keys_identity, watch
 
 from .iglu_resolver import Resolver
 from .self_describing import IgluError, SchemaKey, parse_envelope, show
@@ -66,6 +68,12 @@ class StorageConfig:
     schema: str  # the iglu: URI the file declared
     access_key_id: Optional[str] = field(default=None, repr=False)  # None: the default AWS credential chain
     secret_access_key: Optional[str] = field(default=None, repr=False)
+    source: str = field(default="", compare=False)  # the file it was read from (base name), for messages
+
+    @property
+    def identity(self) -> str:
+        """Who DynamoDB sees: the config's own keys (naming their file), or the default chain."""
+        return keys_identity(self.source or "the storage config") if self.access_key_id else DEFAULT_CHAIN
 
     def credentials(self) -> Optional[dict]:
         if self.access_key_id is None:
@@ -84,6 +92,12 @@ class StorageConfig:
             return boto3.session.Session(profile_name=profile, region_name=self.region)
         except botocore.exceptions.ProfileNotFound:
             raise ConfigError(f"AWS profile {profile!r} not found in the AWS config or credentials files") from None
+
+    def dynamodb_client(self):
+        """The pipeline's own DynamoDB client (the table's shape, creation, TTL, imports): standard retries, its
+        failures naming this config's identity, and an endpoint that never answered said at once (spark.refusals)."""
+        config = Config(retries={"max_attempts": 5, "mode": "standard"}, connect_timeout=10, read_timeout=60)
+        return watch(self.boto3_session().client("dynamodb", config=config), self.identity, fail_fast=True)
 
 
 def load_configs(storage_path: str, resolver_path: str) -> StorageConfig:
@@ -156,6 +170,7 @@ def _storage_config(key: SchemaKey, data: dict, label: str) -> StorageConfig:
         schema=key.uri,
         access_key_id=keys[0] if keys else None,
         secret_access_key=keys[1] if keys else None,
+        source=label,
     )
 
 

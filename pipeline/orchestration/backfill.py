@@ -6,23 +6,26 @@ key is a digest of every setting, so batches of two different backfills never sh
 processes running the same command agree on every id (luigid runs each batch once).
 
 Luigi runs tasks in forked processes when --workers > 1: the standing counters live in shared memory, made
-before any fork, so every batch's status tells where the whole backfill stands.
+before any fork, so every batch's status tells where the whole backfill stands, and a refusal met by one batch
+keeps every later batch from starting: AWS would refuse it alike.
 """
 from __future__ import annotations
 
 import hashlib
 import logging
 import multiprocessing
+import os
 import tempfile
 import time
 from typing import Callable, Dict, List, Optional, Tuple
 
 from pipeline.configs.params import Params
 from pipeline.rules.batches import Batch
-from pipeline.rules.errors import PipelineError
+from pipeline.rules.errors import AwsRefused, PipelineError, aws_errors
 from pipeline.rules.text import duration
 from pipeline.runners.outcome import Status
 from spark import storage
+from spark.refusals import MAX_REFUSAL
 from spark.storage import Location
 
 from . import importing, lifecycle
@@ -38,6 +41,10 @@ TALLIES = {"populate": ("written", "items written"), "clean": ("deleted", "items
            "verify": ("found", "items found"), "import": ("written", "items staged")}
 
 
+class NotStarted(PipelineError):
+    """A batch that did not start because AWS refused an earlier one (run the command again once fixed)."""
+
+
 class Standing:
     """Shared counters of one backfill's progress in this process and the Luigi workers it forks."""
 
@@ -47,11 +54,22 @@ class Standing:
         self.events = multiprocessing.Value("q", 0)  # estimated events of the batches finished
         self.failed_batches = multiprocessing.Value("i", 0)
         self.shown = multiprocessing.Array("b", 4)  # validation and enumeration reported (Backfill.SHOWN)
+        self._refusal = multiprocessing.Array("c", 4 * MAX_REFUSAL)  # the first refusal's line, UTF-8
 
     def add(self, runs: int, items: int, events: int) -> None:
         for value, amount in ((self.runs, runs), (self.items, items), (self.events, events)):
             with value.get_lock():
                 value.value += amount
+
+    @property
+    def refusal(self) -> str:
+        """The line of the first AWS refusal a batch met ('' while none has)."""
+        return self._refusal.value.decode("utf-8", "replace")
+
+    def refuse(self, line: str) -> None:
+        with self._refusal.get_lock():
+            if not self._refusal.value:
+                self._refusal.value = line.encode("utf-8")[: len(self._refusal) - 1]
 
 
 class Backfill:
@@ -61,6 +79,7 @@ class Backfill:
         self.key, self.params, self.mode, self.planner = key, params, mode, planner
         self.standing = Standing()
         self.started = time.time()
+        self.pid = os.getpid()  # the process that plans it: Luigi's worker, whatever forks run its batches
         self._context: Optional[Context] = None
         self._plan = None
         self._launcher: Optional[Launcher] = None
@@ -75,7 +94,8 @@ class Backfill:
     @property
     def plan(self):
         if self._plan is None:
-            self._plan = self.planner(self.context)
+            with aws_errors():
+                self._plan = self.planner(self.context)
         return self._plan
 
     @property
@@ -83,6 +103,16 @@ class Backfill:
         if self._launcher is None:
             self._launcher = make_launcher(self.context)
         return self._launcher
+
+    def prepare(self) -> None:
+        """Once, before parallel batches could each create an EMR cluster."""
+        with aws_errors():
+            self.launcher.prepare()
+
+    def finish(self, success: bool) -> None:
+        """The runner's end: staged secrets deleted either way; a successful backfill's cluster ended too."""
+        with aws_errors():
+            self.launcher.finish(success)
 
     # -- what luigid shows --------------------------------------------------------------------------------
 
@@ -126,17 +156,24 @@ class Backfill:
     # -- running a batch ----------------------------------------------------------------------------------
 
     def run_batch(self, batch: Batch, index: int, status: Status) -> List[dict]:
-        """One batch's lifecycle; its finished runs counted in the standing line."""
+        """One batch's lifecycle; its finished runs counted in the standing line. After an AWS refusal, no batch
+        starts: it raises NotStarted at once."""
         plan = self.plan
         label = f"batch {index} of {len(plan.batches)}, {batch.describe()}"
         told = Status(lambda m: status.message(f"{m}\n{label}; backfill: {self.where()}"), status.percentage,
                       status.tracking_url)
         try:
-            if self.params.method == "import":
-                reports = importing.run_import(self.context, self.launcher, batch, told)
-            else:
-                reports = lifecycle.run_batch(self.context, self.launcher, batch, self.mode, plan.batch_budget, told)
-        except BaseException:
+            if self.standing.refusal:
+                raise NotStarted(f"batch {batch.id} not started: AWS refused an earlier batch's request")
+            with aws_errors():
+                if self.params.method == "import":
+                    reports = importing.run_import(self.context, self.launcher, batch, told)
+                else:
+                    reports = lifecycle.run_batch(self.context, self.launcher, batch, self.mode, plan.batch_budget,
+                                                  told)
+        except BaseException as e:
+            if isinstance(e, AwsRefused):
+                self.standing.refuse(str(e))
             with self.standing.failed_batches.get_lock():
                 self.standing.failed_batches.value += 1
             raise
@@ -154,15 +191,16 @@ class Backfill:
         if not plan.runs_todo:
             return {}
         batch_id = "count-" + hashlib.sha256(" ".join(plan.runs_todo).encode()).hexdigest()[:12]
-        if ctx.params.runner != "emr":
-            with tempfile.TemporaryDirectory(prefix="manifest-count-") as tmp:
-                return self._count(batch_id, storage.parse_location(tmp), message)
-        folder = ctx.store.staging().child("counts", batch_id)  # the step's name comes from the runs: a dry run
-        try:  # repeated while its step still runs adopts it
-            return self._count(batch_id, folder, message)
-        finally:
-            storage.delete_all(folder, ctx.store.client)
-            self.launcher.terminate_created_cluster()
+        with aws_errors():
+            if ctx.params.runner != "emr":
+                with tempfile.TemporaryDirectory(prefix="manifest-count-") as tmp:
+                    return self._count(batch_id, storage.parse_location(tmp), message)
+            folder = ctx.store.staging().child("counts", batch_id)  # the step's name comes from the runs: a dry
+            try:  # run repeated while its step still runs adopts it
+                return self._count(batch_id, folder, message)
+            finally:
+                storage.delete_all(folder, ctx.store.client)
+                self.launcher.terminate_created_cluster()
 
     def _count(self, batch_id: str, folder: Location, message: Callable[[str], None]) -> Dict[str, int]:
         ctx, todo = self.context, self.plan.runs_todo
@@ -186,6 +224,12 @@ def open_backfill(params: Params, mode, planner: Planner, selection: str = "") -
     if key not in _OPEN:
         _OPEN[key] = Backfill(key, params, mode, planner)
     return _OPEN[key]
+
+
+def close_all() -> None:
+    """Forget every backfill opened here: a process runs one command, and a program that runs several in turn
+    (the tests) starts each anew, its plan and standing included."""
+    _OPEN.clear()
 
 
 def find(key: str) -> Backfill:

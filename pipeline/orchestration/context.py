@@ -10,11 +10,13 @@ import os
 from dataclasses import dataclass
 from typing import Any, Dict, Optional, Tuple
 
+from pipeline.configs.emr_settings import EmrSettings
 from pipeline.configs.emretlrunner import backfill_archive, cluster_settings
 from pipeline.configs.params import Params, backfill_id, check_params
 from pipeline.configs.storage_config import StorageConfig
 from pipeline.configs.storage_config import load_configs as load_config_files
 from pipeline.stores.markers import MarkerStore
+from spark.refusals import DEFAULT_CHAIN, instance_profile_identity
 from spark.storage import Location
 
 
@@ -33,6 +35,15 @@ class Context:
     @property
     def backfill_id(self) -> str:
         return backfill_id(self.archive, self.config.table, self.store.root)
+
+    def job_identities(self) -> Dict[str, str]:
+        """Who the job's requests go as, by service (labels for its one-line refusals): here, the default chain
+        of this process and the storage config's identity; on EMR, the cluster's instance profile for S3, and for
+        DynamoDB too unless the config has keys."""
+        if self.params.runner != "emr":
+            return {"s3": DEFAULT_CHAIN, "dynamodb": self.config.identity}
+        cluster = instance_profile_identity(EmrSettings.from_mapping(self.emr or {}).job_flow_role)
+        return {"s3": cluster, "dynamodb": self.config.identity if self.config.access_key_id else cluster}
 
 
 _CONFIGS: Dict[Tuple, StorageConfig] = {}

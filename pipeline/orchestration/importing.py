@@ -124,7 +124,7 @@ def run_import(ctx: Context, launcher: Launcher, batch: Batch, status: Status, d
         if todo != list(batch.runs):
             raise PipelineError(f"import {ident}: {len(batch.runs) - len(todo)} of its runs were marked "
                                 "meanwhile by another process: run the command again to plan anew")
-        dynamodb = dynamodb or config.boto3_session().client("dynamodb")
+        dynamodb = dynamodb or config.dynamodb_client()
         record_loc = record_location(store, ident)
         record = store.read_json(record_loc) or {}
         if not started(record):

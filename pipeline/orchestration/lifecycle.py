@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 from pipeline.rules.batches import Batch
-from pipeline.rules.errors import PipelineError
+from pipeline.rules.errors import AwsRefused, PipelineError
 from pipeline.runners.outcome import BatchOutcome, Status
 from pipeline.stores import leases, records
 from pipeline.stores.markers import MarkerStore
@@ -124,7 +124,8 @@ def build_spec(ctx: Context, mode: str, batch_id: str, runs: Sequence[str], repo
     fields = dict(batch_id=batch_id, archive=ctx.archive.uri, runs=list(runs), reports=reports,
                   table=ctx.config.table, region=ctx.config.region, ttl_days=p.ttl_days, etl_time=p.etl_time,
                   write_parallelism=p.write_parallelism, max_malformed_fraction=p.max_malformed_fraction,
-                  max_retry_seconds=p.max_retry_seconds, extra={"progress_seconds": p.progress_seconds}, mode=mode)
+                  max_retry_seconds=p.max_retry_seconds, extra={"progress_seconds": p.progress_seconds}, mode=mode,
+                  identities=ctx.job_identities())
     fields.update(options)
     return BatchSpec(**fields)
 
@@ -150,8 +151,10 @@ def read_reports(store: MarkerStore, folder: Location, runs: Sequence[str]) -> D
 
 def settle(store: MarkerStore, mode, batch_id: str, todo: List[str], outcome: BatchOutcome,
            reports: Dict[str, Optional[dict]], status: Status) -> List[dict]:
-    """Accept each run whose report proves it done; fail the batch naming the others. The accepted reports."""
+    """Accept each run whose report proves it done; fail the batch naming the others (AwsRefused, in AWS's one
+    line, when a refusal failed them: every later batch would meet it). The accepted reports."""
     failed, accepted = [], []
+    refusals = [outcome.refused] if outcome.refused else []
     for i, run in enumerate(todo, 1):
         rep = reports.get(run)
         problem = "the job wrote no report" if rep is None else completeness_problem(rep)
@@ -162,8 +165,14 @@ def settle(store: MarkerStore, mode, batch_id: str, todo: List[str], outcome: Ba
             accepted.append(rep)
         else:
             failed.append(f"run {run}: {problem}")
+            if rep is not None and rep.get("refused"):
+                refusals.insert(0, rep["refused"])
         status.percentage(round(JOB_ENDS + (100 - JOB_ENDS) * i / max(1, len(todo)), 1))
     status.message(f"{len(todo) - len(failed)} of {len(todo)} runs {mode.done}; {outcome.detail}")
+    if failed and refusals:
+        log.error("batch %s: %d of %d runs not %s: AWS refused a request (%s)", batch_id, len(failed), len(todo),
+                  mode.done, outcome.detail)
+        raise AwsRefused(refusals[0])
     if failed:
         raise PipelineError(f"batch {batch_id}: {len(failed)} of {len(todo)} runs not {mode.done} "
                             f"({outcome.detail}): " + "; ".join(failed))

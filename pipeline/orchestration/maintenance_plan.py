@@ -88,9 +88,9 @@ def planner(sel: Selection, invoked: Callable[[], str] = stamp) -> Callable[[Con
     def make(ctx: Context) -> MaintenancePlan:
         given, until = check_selection(ctx, sel)
         p = ctx.params
-        s3 = storage.s3_client() if ctx.archive.is_s3 else None
+        s3 = storage.s3_client(fail_fast=True) if ctx.archive.is_s3 else None
         check_archive(ctx, s3)
-        dynamodb = ctx.config.boto3_session().client("dynamodb")
+        dynamodb = ctx.config.dynamodb_client()
         info = table.ensure_table(dynamodb, ctx.config.table, ctx.config.region, create=False)
         if sel.kind == "verify":
             budget = read_budget(dynamodb, info, sel.max_read_capacity, p.capacity_fraction, p.on_demand_capacity)

@@ -59,9 +59,9 @@ def make_plan(ctx: Context, dynamodb=None, s3=None) -> Plan:
     """The table (checked or created), the budget, the runs to do from one listing, and their batches."""
     p = ctx.params
     started = time.monotonic()
-    s3 = s3 or (storage.s3_client() if ctx.archive.is_s3 else None)
+    s3 = s3 or (storage.s3_client(fail_fast=True) if ctx.archive.is_s3 else None)
     check_archive(ctx, s3)
-    dynamodb = dynamodb or ctx.config.boto3_session().client("dynamodb")
+    dynamodb = dynamodb or ctx.config.dynamodb_client()
     if p.method == "import":  # the import creates the table: it must not exist (checked below, with the runs)
         info = table.describe_table(dynamodb, ctx.config.table, ctx.config.region)
         budget = float(p.on_demand_capacity)

@@ -9,7 +9,7 @@ import time
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from pipeline.orchestration.plan import Plan
-from pipeline.rules.text import count, duration, plural, shortened, table_with_total
+from pipeline.rules.text import count, duration, plural, shortened, span, table_with_total
 from pipeline.stores.markers import utc_now
 from spark.report import OUTCOMES
 
@@ -17,6 +17,8 @@ COLUMNS = ("written", "already_present", "batch_duplicates", "in_run_duplicates"
            "expired")
 TOTAL_KEYS = ("lines", "malformed", "wcu_consumed", "throttle_retries", *OUTCOMES)
 NOT_REPORTED = "no report: its batch did not run, or its job ended before reporting"
+NOT_STARTED = "not started: stopped at AWS's refusal (the command's last line), which every batch would meet"
+REFUSED_HERE = "AWS refused a request (the command's last line says which and to whom)"
 
 
 def run_counts(report: Dict) -> Dict[str, int]:
@@ -47,9 +49,10 @@ def nothing_to_do(done: Sequence[str], since: Optional[str], unreadable: int = 0
 
 
 def after_run(plan: Plan, started: float, done_now: Dict[str, Dict], reasons: Dict[str, str],
-              now: Optional[float] = None) -> Tuple[str, Dict]:
+              now: Optional[float] = None, stopped: str = "") -> Tuple[str, Dict]:
     """Per-run counts of the runs this invocation did (`done_now`: their reports), totals, what is left and why
-    (`reasons`), warnings, time and WCU; built from what is passed in (results.py reads it)."""
+    (`reasons`), warnings, time and WCU; built from what is passed in (results.py reads it). `stopped`: the line
+    of the AWS refusal that kept later batches from starting."""
     ctx = plan.context
     per_run, report_warnings = {}, []
     for run in plan.runs_todo:
@@ -66,7 +69,11 @@ def after_run(plan: Plan, started: float, done_now: Dict[str, Dict], reasons: Di
     warnings = []
     if table is not None and not table.ttl_enabled:
         warnings.append(f"TTL is not enabled on 'ttl' of table '{table.name}': manifest items will never expire")
-    if left:
+    not_started = [r for r in left if reasons[r] == NOT_STARTED]
+    if stopped:
+        warnings.append(f"stopped at AWS's refusal: {plural(len(not_started), 'run')} not started; run the same "
+                        "command again once it is fixed")
+    elif left:
         warnings.append(f"{plural(len(left), 'run')} not marked: run the same command again to resume")
     warnings += report_warnings
     idle = [{"run": r, "reason": why_nothing_written(per_run[r])} for r in sorted(per_run) if not per_run[r]["written"]]
@@ -78,11 +85,23 @@ def after_run(plan: Plan, started: float, done_now: Dict[str, Dict], reasons: Di
         "runs_done_now": sorted(per_run), "runs_already_done": plan.runs_done, "runs_left": left,
         "runs_failed": [{"run": r, "reason": reasons[r]} for r in left], "runs_skipped": plan.runs_skipped,
         "runs_without_writes": idle, "nothing_to_do": nothing,
+        "stopped_by_refusal": stopped or None, "runs_not_started": not_started,
         "per_run": per_run, "totals": totals, "wcu_used": totals["wcu_consumed"],
         "wcu_per_second": round(totals["wcu_consumed"] / elapsed, 1) if elapsed > 0 else None,
         "warnings": warnings,
     }
     return "\n".join(_after_lines(data)), data
+
+
+def _not_done(failed: List[Dict[str, str]], refusal: Optional[str]) -> List[str]:
+    """A line per reason, for all its runs: a refusal shared by a batch's runs is said once (and in full only as
+    the command's last line)."""
+    by_reason: Dict[str, List[str]] = {}
+    for f in failed:
+        by_reason.setdefault(REFUSED_HERE if refusal and f["reason"] == refusal else f["reason"], []).append(f["run"])
+    return shortened([f"  {runs[0]}: {reason}" if len(runs) == 1 else
+                      f"  {plural(len(runs), 'run')}{span(runs)}: {reason}" for reason, runs in by_reason.items()],
+                     "reasons")
 
 
 def _after_lines(d: Dict) -> List[str]:
@@ -101,8 +120,8 @@ def _after_lines(d: Dict) -> List[str]:
             total = ("total",) + tuple(count(t[c]) for c in COLUMNS)
             lines += [""] + table_with_total(("run",) + COLUMNS, rows, total, "runs")
         if d["runs_failed"]:
-            lines += ["", f"Not done ({len(d['runs_failed'])}):"] + shortened(
-                [f"  {f['run']}: {f['reason']}" for f in d["runs_failed"]], "runs")
+            lines += ["", f"Not done ({len(d['runs_failed'])}):"] + _not_done(d["runs_failed"],
+                                                                              d["stopped_by_refusal"])
         if d["runs_without_writes"]:
             lines += ["", "Done without writing:"] + shortened(
                 [f"  {f['run']}: {f['reason']}" for f in d["runs_without_writes"]], "runs")

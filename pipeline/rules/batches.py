@@ -11,7 +11,7 @@ import hashlib
 from dataclasses import dataclass
 from typing import Dict, List, Sequence, Tuple
 
-# Measured here: `spark-submit` of the job up to its first action on 2 cores (README, "Batches").
+# Measured here: `spark-submit` of the job up to its first action on 2 cores (docs/operations.md, resume).
 LOCAL_START_SECONDS = 7.0
 # An EMR step on a running cluster: YARN application, executors and the job zip, before the first write.
 EMR_STEP_START_SECONDS = 45.0

@@ -18,8 +18,9 @@ from botocore.config import Config
 from botocore.exceptions import ClientError, ProfileNotFound
 
 from pipeline.configs.emr_settings import EmrSettings, bad_setting
-from pipeline.rules.errors import PipelineError
+from pipeline.rules.errors import PipelineError, aws_error
 from spark.errors import is_not_found, one_line
+from spark.refusals import profile_identity, watch
 from spark.runid import file_name
 from spark.spec import BatchSpec
 from spark.storage import Location, LocationError, delete, parse_location, read_bytes, s3_client, write_bytes
@@ -77,8 +78,9 @@ class EmrRunner:
         if not self.region:
             raise bad_setting("region", "no AWS region: set [emr] region or AWS_DEFAULT_REGION")
         retries = Config(retries={"max_attempts": 10, "mode": "standard"})
-        self.emr = session.client("emr", region_name=self.region, config=retries)
-        self.s3 = s3_client(session)
+        identity = profile_identity(settings.profile or "")
+        self.emr = watch(session.client("emr", region_name=self.region, config=retries), identity, fail_fast=True)
+        self.s3 = s3_client(session, identity, fail_fast=True)
         self.poll_seconds = poll_seconds or (min(5.0, settings.poll_seconds), settings.poll_seconds)
         self.sleep = sleep
         self.cluster_id: Optional[str] = None
@@ -164,8 +166,7 @@ class EmrRunner:
         try:
             return self.emr.describe_cluster(ClusterId=cluster_id)["Cluster"]
         except ClientError as e:
-            raise PipelineError(f"EMR cluster {cluster_id} cannot be described in {self.region}: "
-                                f"{one_line(e.response.get('Error', {}).get('Message', e))}") from None
+            raise aws_error(e, f"EMR cluster {cluster_id} cannot be described in {self.region}") from None
 
     def find_backfill_cluster(self) -> Optional[str]:
         """The alive cluster created for this backfill (same name and backfill tag), if any."""
@@ -212,14 +213,13 @@ class EmrRunner:
             log.info("terminated EMR cluster %s", self.cluster_id)
 
     def finish(self, success: bool) -> None:
-        """After a successful backfill: terminate its cluster, delete the staged credentials.
-
-        After a failure both stay: a resumed run adopts the cluster and its running steps (which may still read
-        the credentials), and idle auto-termination ends the cluster if nobody comes back.
+        """When the backfill ends, however: delete the staged credentials (a resumed run stages them again; a step
+        already running read them as it started). After a success, terminate the cluster too; after a failure it
+        stays for a resumed run to adopt, and idle auto-termination ends it if nobody comes back.
         """
+        self.cleanup_credentials()
         if not success:
             return
-        self.cleanup_credentials()
         if self.settings.cluster_id:
             return
         cluster_id = self.cluster_id or self.find_backfill_cluster()
@@ -245,8 +245,7 @@ class EmrRunner:
         try:
             return BatchSpec.from_json(read_bytes(loc, self.s3).decode("utf-8"))
         except ClientError as e:
-            raise PipelineError(f"cannot read the batch spec {loc.uri}: "
-                                f"{e.response.get('Error', {}).get('Code', 'error')}") from None
+            raise aws_error(e, f"cannot read the batch spec {loc.uri}") from None
 
     def _runs_reported(self, spec: BatchSpec, since: Optional[datetime]) -> int:
         """Reports of the batch's runs written since the step was created (older ones are a previous attempt's)."""

@@ -14,6 +14,7 @@ import time
 from typing import Dict, Optional
 
 from pipeline.rules.errors import PipelineError
+from spark.refusals import JOB_LOG_PREFIX
 
 from . import jobcode
 from .outcome import BatchOutcome, Progress
@@ -21,6 +22,7 @@ from .outcome import BatchOutcome, Progress
 log = logging.getLogger("manifest.local")
 SPARK_CHATTER = re.compile(r"^\d\d/\d\d/\d\d \d\d:\d\d:\d\d (INFO|DEBUG) ")  # log4j's own INFO lines
 JOB_LINE = re.compile(r"manifest\.job: (?:progress: (\d+)% )?(.*)$")
+REFUSED_LINE = re.compile(r"manifest\.job: " + re.escape(JOB_LOG_PREFIX) + r"(.*)$")
 
 JAVA_MISSING = (
     "Java is not installed: Spark needs a Java 8, 11 or 17 runtime. Install one (e.g. `apt-get install "
@@ -73,14 +75,19 @@ def run_local(spec_uri: str, batch_id: str, progress: Progress, master: str = "l
     with tempfile.TemporaryDirectory(prefix="manifest-job-") as tmp:
         command = jobcode.local_command(spark_submit(), master, jobcode.build_job_zip(tmp), spec_uri, conf)
         started = time.monotonic()
+        refused = ""
         progress(f"batch {batch_id}: starting Spark ({master})", None)
         proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env,
                                 preexec_fn=_die_with_parent, text=True, errors="replace", bufsize=1)
         try:
             for line in proc.stdout:
                 line = line.rstrip()
+                told = REFUSED_LINE.search(line)  # the pipeline tells it itself, once
                 if line:
-                    log.log(logging.DEBUG if SPARK_CHATTER.match(line) else logging.INFO, "spark: %s", line)
+                    quiet = told or SPARK_CHATTER.match(line)
+                    log.log(logging.DEBUG if quiet else logging.INFO, "spark: %s", line)
+                if told and not refused:
+                    refused = told.group(1)
                 job = JOB_LINE.search(line)
                 if job:
                     pct = float(job.group(1)) if job.group(1) else None
@@ -92,4 +99,4 @@ def run_local(spec_uri: str, batch_id: str, progress: Progress, master: str = "l
             proc.wait()
             raise
     detail = f"local Spark job pid {proc.pid} exited with code {code}"
-    return BatchOutcome(ok=code == 0, detail=detail, job_id=str(proc.pid))
+    return BatchOutcome(ok=code == 0, detail=detail, job_id=str(proc.pid), refused=refused)

@@ -17,6 +17,7 @@ class BatchOutcome:
     ok: bool  # the job (or step) finished successfully
     detail: str = ""  # one line: exit code, or the step's FailureDetails and its log location
     job_id: str = ""  # the EMR step id, or the local process id
+    refused: str = ""  # the line of an AWS refusal the job told (spark.refusals), which its reports may lack
 
 
 @dataclass

@@ -12,7 +12,7 @@ import os
 from contextlib import contextmanager
 from typing import Iterator, List, Optional, Tuple
 
-from pipeline.rules.errors import PipelineError
+from pipeline.rules.errors import PipelineError, aws_error
 from spark import storage
 from spark.errors import error_code, is_not_found
 from spark.storage import Location
@@ -94,9 +94,10 @@ def _status(error) -> Optional[int]:
 
 
 def _failure(verb: str, loc: Location, error) -> PipelineError:
-    hint = ": the markers store must support S3 conditional writes" if _status(error) == 501 else ""
-    what = "the leases in" if verb == "list" else "the lease"
-    return PipelineError(f"cannot {verb} {what} {loc.uri}: {error_code(error) or _status(error)}{hint}")
+    what = f"cannot {verb} {'the leases in' if verb == 'list' else 'the lease'} {loc.uri}"
+    if _status(error) == 501:
+        return PipelineError(f"{what}: the markers store must support S3 conditional writes ({error_code(error)})")
+    return aws_error(error, what)
 
 
 def _read_local(path: str) -> Optional[Tuple[dict, str]]:

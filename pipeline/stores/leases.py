@@ -31,6 +31,7 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
 from pipeline.rules.errors import PipelineError
 from spark import storage
+from spark.refusals import told
 from spark.runid import file_name
 from spark.storage import Location
 
@@ -220,7 +221,7 @@ def hold(folder: Location, runs: Sequence[str], client=None, *, purpose: str = "
     Raises LeaseLost after the block when a lease was taken over during it (the process was frozen too long).
     """
     if folder.is_s3 and client is None:
-        client = storage.s3_client()
+        client = storage.s3_client(fail_fast=True)
     owner = Owner.here()
     mine, _ = try_acquire(hold_location(folder, owner.token), owner, purpose, seconds, client, absent=True)
     if mine is None:
@@ -304,7 +305,7 @@ def _heartbeat(beats: List[Optional[Lease]], client, seconds: float, every: floa
             lost.append(str(e))
             beats[0] = None
         except Exception as e:  # a transient fault: the next beat tries again, well before the expiry
-            log.warning("could not renew the lease on %s: %s", _name(beats[0].loc), type(e).__name__)
+            log.warning("could not renew the lease on %s: %s", _name(beats[0].loc), told(e)[0])
 
 
 def _new_record(loc: Location, owner: Owner, purpose: str, now: float, seconds: float,

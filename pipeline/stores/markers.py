@@ -32,7 +32,7 @@ class MarkerStore:
     @property
     def client(self):
         if self._client is None and self.folder.is_s3:
-            self._client = storage.s3_client()
+            self._client = storage.s3_client(fail_fast=True)
         return self._client
 
     def marker(self, run: str) -> Location:

@@ -27,11 +27,10 @@ def describe_table(client, table: str, region: str) -> Optional[TableInfo]:
     """The table's shape, or None when it does not exist. Raises on a wrong key schema."""
     try:
         desc = client.describe_table(TableName=table)["Table"]
-    except ClientError as e:
+    except ClientError as e:  # any other error is AWS's to tell (rules.errors.aws_errors)
         if e.response["Error"]["Code"] == "ResourceNotFoundException":
             return None
-        code = e.response["Error"]["Code"]
-        raise PipelineError(f"cannot describe DynamoDB table '{table}' in {region}: {code}") from None
+        raise
     shape = key_shape(desc["KeySchema"], desc.get("AttributeDefinitions", []))
     if shape != MANIFEST_KEY_SHAPE:
         raise PipelineError(

@@ -1,5 +1,6 @@
 """What every command (PopulateManifest, CleanManifest, VerifyManifest) and its tasks share: the parameters, with
-their defaults in luigi.cfg's [PopulateManifest]; one-line failures in luigid; the summary written at exit.
+their defaults in luigi.cfg's [PopulateManifest]; one-line failures in luigid; what the process does as it exits;
+how a batch that AWS refused stops the others from starting.
 
 The command's task holds every parameter; the others carry only their backfill's key, so what the whole backfill
 shares is never repeated in a task id, and no task parameter ever holds a secret (only config file paths).
@@ -9,6 +10,8 @@ from __future__ import annotations
 import atexit
 import json
 import logging
+import os
+import signal
 from typing import Callable, Dict
 
 import luigi
@@ -17,23 +20,33 @@ from pipeline.configs.params import Params
 from pipeline.orchestration.backfill import Backfill, find
 from pipeline.rules.errors import PipelineError
 from pipeline.runners.outcome import Status
+from spark.refusals import told
 
 from .scheduler import check_reachable
 
 log = logging.getLogger("manifest.tasks")
 
-# Backfill key -> its summary, written as the process exits if a batch of it failed (Luigi never runs the command's
-# task then, and a failed backfill needs its summary most).
-EXIT_SUMMARIES: Dict[str, Callable[[], None]] = {}
+# Backfill key -> what the process does for it as it exits, however it ends: the summary of a backfill a batch of
+# which failed (Luigi never runs the command's task then, and a failed backfill needs its summary most), then the
+# runner's end (staged secrets deleted).
+AT_EXIT: Dict[str, Callable[[], None]] = {}
 
 
-def summarise_at_exit() -> None:
-    for summarise in list(EXIT_SUMMARIES.values()):
-        summarise()
-    EXIT_SUMMARIES.clear()
+def run_at_exit() -> None:
+    for hook in list(AT_EXIT.values()):
+        hook()
+    AT_EXIT.clear()
 
 
-atexit.register(summarise_at_exit)
+atexit.register(run_at_exit)
+
+
+def stop_starting_batches(worker_pid: int) -> None:
+    """Make the Luigi worker stop asking for work, Luigi's own way (SIGUSR1, Worker.handle_interrupt): batches not
+    started stay pending and the command ends once the running ones do. Where no handler is installed, later
+    batches refuse to start instead (Backfill.run_batch)."""
+    if callable(signal.getsignal(signal.SIGUSR1)):
+        os.kill(worker_pid, signal.SIGUSR1)
 
 
 def config_section(name: str) -> dict:
@@ -65,7 +78,7 @@ class BackfillCommand(OneLineFailures, luigi.Task):
     create_table = luigi.BoolParameter(default=False, description="create the table when missing")
     ttl_days = luigi.IntParameter(default=180, description="item ttl = etlTime + ttl_days (the shredders' 180)")
     etl_time = luigi.Parameter(default="run", description="run: the run's earliest etl_tstamp; event: per event")
-    write_mode = luigi.Parameter(default="fast", description="fast (default) or conditional; see README")
+    write_mode = luigi.Parameter(default="fast", description="fast (default) or conditional; docs/writing.md")
     max_write_capacity = luigi.FloatParameter(default=0.0, description="WCU/s for the whole job; 0 = automatic")
     capacity_fraction = luigi.FloatParameter(default=0.5, description="share of provisioned WCU used when automatic")
     on_demand_capacity = luigi.FloatParameter(default=1000.0, description="WCU/s used on an on-demand table")
@@ -100,6 +113,29 @@ class BackfillCommand(OneLineFailures, luigi.Task):
                 json.dump(data, f, indent=2, sort_keys=True)
         if self.set_status_message:  # None outside run(): an exit hook's summary is for the console only
             self.set_status_message(text.splitlines()[0] if text else "done")
+
+    _finished = False  # the runner ended after a backfill that left nothing to do (set where run() ends it)
+
+    def start(self, owner: Backfill) -> None:
+        """Before its first batch, once: the runner prepared (before parallel batches could each create an EMR
+        cluster), and what the process does for the backfill as it exits."""
+        if owner.key not in AT_EXIT:
+            AT_EXIT[owner.key] = lambda: self.at_exit(owner)
+            owner.prepare()
+
+    def finish(self, owner: Backfill) -> None:
+        """After a backfill that left nothing to do: the runner ends (an EMR cluster it created is terminated)."""
+        owner.finish(success=True)
+        self._finished = True
+
+    def at_exit(self, owner: Backfill) -> None:
+        """Unless finished: the runner's end after a failure (staged secrets deleted, a cluster left to resume)."""
+        if self._finished:
+            return
+        try:
+            owner.finish(success=False)
+        except Exception as e:  # noqa: BLE001 - best effort while exiting: say so, never mask the exit code
+            log.warning("the runner's end after a failure: %s", told(e)[0])
 
 
 # Every command reads a default it has no section for from [PopulateManifest], so luigi.cfg states each shared

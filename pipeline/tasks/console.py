@@ -8,17 +8,22 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import re
+import signal
 import sys
 
 import luigi.configuration
 from luigi.retcodes import retcode
 
+from pipeline.orchestration.backfill import NotStarted
 from pipeline.rules.errors import PipelineError
+
+from .scheduler import is_luigi_command
 
 # Luigi logs task failures with the exception attached, and scheduling failures (errors in requires/complete)
 # with the traceback pasted into the message.
-_LAST_LINE = re.compile(r"^(?:pipeline|spark)\.[\w.]*(?:Error|Exception): (.*)$")
+_LAST_LINE = re.compile(r"^(?:pipeline|spark)\.[\w.]*\.[A-Z]\w*: (.*)$")  # an exception of ours, by its dotted path
 
 
 class _OneLineErrors(logging.Filter):
@@ -27,6 +32,7 @@ class _OneLineErrors(logging.Filter):
     def __init__(self):
         super().__init__()
         self.messages = []
+        self.stopped_by = 0  # the signal that stopped the command (Ctrl-C's SIGINT, or SIGTERM), if one did
 
     def filter(self, record: logging.LogRecord) -> bool:
         exc = record.exc_info[1] if record.exc_info else None
@@ -38,13 +44,18 @@ class _OneLineErrors(logging.Filter):
         if message is not None:
             record.msg, record.args, record.exc_info, record.exc_text = message, (), None, None
             record.levelno, record.levelname = logging.ERROR, "ERROR"
-            if message not in self.messages:
+            if message not in self.messages and not isinstance(exc, NotStarted):  # a consequence, not a cause
                 self.messages.append(message)
         return True
 
     def repeat_at_exit(self) -> None:
+        """The messages, last; a stopped command then exits as a shell reports a signal's stop (128 + signal),
+        whatever Python would make of the interrupt."""
         for message in self.messages:
             print(f"ERROR: {message}", file=sys.stderr, flush=True)
+        if self.stopped_by:
+            sys.stdout.flush()
+            os._exit(128 + self.stopped_by)
 
 
 # The same codes as luigi.cfg's [retcode], for runs from a folder without that file: luigi builds its (cached)
@@ -82,10 +93,37 @@ def _show_our_logs() -> None:
         ours.setLevel(logging.INFO)
 
 
+class Stopped(KeyboardInterrupt):
+    """SIGTERM, raised where the command is: Luigi lets a KeyboardInterrupt through every task, so the command
+    ends as after Ctrl-C (its job killed, its leases released, its summary kept, staged secrets deleted)."""
+
+
+def _stop(signum: int, frame) -> None:
+    raise Stopped()
+
+
+def _stopped_in_one_line(kind, value, tb) -> None:
+    """Ctrl-C or SIGTERM is the operator's own doing: said in one line, the command's last, not as a traceback."""
+    if not issubclass(kind, KeyboardInterrupt):
+        return sys.__excepthook__(kind, value, tb)
+    stopped = issubclass(kind, Stopped)
+    ONE_LINE_ERRORS.stopped_by = signal.SIGTERM if stopped else signal.SIGINT
+    ONE_LINE_ERRORS.messages.append(f"stopped by {'SIGTERM' if stopped else 'Ctrl-C'}: runs not marked are done by "
+                                    "running the same command again")
+
+
+def _ends_quietly_when_stopped() -> None:
+    """For the `luigi` command only (a test or a program importing us keeps its own signals and hooks)."""
+    if is_luigi_command(sys.argv[0]) and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL:
+        signal.signal(signal.SIGTERM, _stop)
+        sys.excepthook = _stopped_in_one_line
+
+
 _default_retcodes()
 _default_worker_settings()
 _show_our_logs()
 ONE_LINE_ERRORS = _OneLineErrors()  # the messages the command repeats as its last lines
 logging.getLogger("luigi-interface").addFilter(ONE_LINE_ERRORS)
 atexit.register(ONE_LINE_ERRORS.repeat_at_exit)
+_ends_quietly_when_stopped()
 

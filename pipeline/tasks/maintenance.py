@@ -19,7 +19,7 @@ from pipeline.orchestration.lifecycle import Clean, Verify
 from pipeline.orchestration.maintenance_plan import Selection, planner
 from pipeline.reports import maintenance as maintenance_report
 from pipeline.reports.iam_policy import iam_policies, with_policies
-from pipeline.rules.errors import PipelineError
+from pipeline.rules.errors import PipelineError, aws_errors
 from pipeline.stores import records
 
 from .command import BackfillCommand
@@ -73,7 +73,7 @@ class Maintenance(BackfillCommand):
         if self.dry_run:
             return EnumerateRuns(backfill=owner.key)
         if owner.plan.batches:
-            owner.launcher.prepare()  # once, before parallel batches could each create an EMR cluster
+            self.start(owner)
         return batch_tasks(owner, CleanBatch if self.mode().name == "clean" else VerifyBatch)
 
     def report_dry_run(self, owner: Backfill) -> None:
@@ -82,9 +82,9 @@ class Maintenance(BackfillCommand):
         policies = iam_policies(owner.context, self.mode().name, aws_facts(owner.context))
         self.report(with_policies(text, data, policies), data, self.output_json)
 
-    def finish(self, owner: Backfill, text: str, data: dict) -> None:
+    def conclude(self, owner: Backfill, text: str, data: dict) -> None:
         if owner.plan.batches:
-            owner.launcher.finish(success=True)
+            self.finish(owner)
         self.report(text, data, self.output_json)
 
 
@@ -101,8 +101,10 @@ class CleanManifest(Maintenance):
         owner = self.open()
         if self.dry_run:
             return self.report_dry_run(owner)
-        text, data = maintenance_report.clean_report(owner.plan, maintenance_report.clean_records(owner.plan))
-        self.finish(owner, text, data)
+        with aws_errors():
+            found = maintenance_report.clean_records(owner.plan)
+        text, data = maintenance_report.clean_report(owner.plan, found)
+        self.conclude(owner, text, data)
 
 
 class VerifyManifest(Maintenance):
@@ -123,8 +125,9 @@ class VerifyManifest(Maintenance):
         owner = self.open()
         if self.dry_run:
             return self.report_dry_run(owner)
-        found, held = maintenance_report.verify_records(owner.plan, self.sample, self.sample_seed, self.resume)
+        with aws_errors():
+            found, held = maintenance_report.verify_records(owner.plan, self.sample, self.sample_seed, self.resume)
         text, data, error = maintenance_report.verify_report(owner.plan, found, held, self.sample, self.sample_seed)
-        self.finish(owner, text, data)
+        self.conclude(owner, text, data)
         if error:
             raise PipelineError(error)

@@ -22,9 +22,10 @@ from pipeline.reports.estimate import Prices
 from pipeline.reports.iam_policy import iam_policies, with_policies
 from pipeline.reports.results import collect
 from pipeline.reports.summary import after_run
+from pipeline.rules.errors import AwsRefused, PipelineError, aws_errors
 from spark.errors import one_line
 
-from .command import EXIT_SUMMARIES, BackfillCommand, BackfillTask
+from .command import BackfillCommand, BackfillTask, stop_starting_batches
 from .targets import record_target
 
 log = logging.getLogger("manifest.tasks")
@@ -79,7 +80,11 @@ class RunBatch(BackfillTask):
 
     def run(self):
         index, batch = self.batch()
-        self.owner.run_batch(batch, index, self.status())
+        try:
+            self.owner.run_batch(batch, index, self.status())
+        except AwsRefused:  # every later batch would meet it: none starts
+            stop_starting_batches(self.owner.pid)
+            raise
 
 
 class ImportBatch(RunBatch):
@@ -112,9 +117,8 @@ class PopulateManifest(BackfillCommand):
         plan = owner.plan
         if self.dry_run:
             return EnumerateRuns(backfill=owner.key)
-        if plan.batches and owner.key not in EXIT_SUMMARIES:
-            EXIT_SUMMARIES[owner.key] = lambda: self._summarise_unfinished(owner)
-            owner.launcher.prepare()  # once, before parallel batches could each create an EMR cluster
+        if plan.batches:
+            self.start(owner)
         return batch_tasks(owner, ImportBatch if self.method == "import" else RunBatch)
 
     def run(self):
@@ -130,23 +134,33 @@ class PopulateManifest(BackfillCommand):
             return
         data = self._summarise(owner)
         if plan.batches and not data.get("runs_left"):
-            owner.launcher.finish(success=True)
+            self.finish(owner)
 
     def _summarise(self, owner: Backfill) -> dict:
-        done_now, reasons = collect(owner.plan)
-        text, data = after_run(owner.plan, owner.started, done_now, reasons)
-        store = owner.context.store
-        stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(owner.started))
-        store.write_json(store.summary(f"{stamp}-{os.getpid()}"), data)  # two backfills never share a summary
+        """The summary on the console (and --output-json), then kept beside the markers (best effort: where AWS
+        refuses that, the console still has it)."""
+        refusal = owner.standing.refusal
+        with aws_errors():
+            done_now, reasons = collect(owner.plan, refusal)
+        text, data = after_run(owner.plan, owner.started, done_now, reasons, stopped=refusal)
         self._summarised = True
         self.report(text, data, self.output_json)
+        store = owner.context.store
+        stamp = time.strftime("%Y-%m-%dT%H-%M-%SZ", time.gmtime(owner.started))
+        where = store.summary(f"{stamp}-{os.getpid()}")  # two backfills never share a summary
+        try:
+            with aws_errors():
+                store.write_json(where, data)
+        except PipelineError as e:
+            log.warning("the summary is not kept in %s: %s", where.uri,
+                        "AWS refused that too" if refusal and isinstance(e, AwsRefused) else str(e))
         return data
 
-    def _summarise_unfinished(self, owner: Backfill) -> None:
-        """At exit: Luigi never runs this task when a batch failed, and a failed backfill needs its summary most."""
-        if self._summarised or not owner.standing.failed_batches.value:
-            return
-        try:
-            self._summarise(owner)
-        except Exception as e:  # noqa: BLE001 - best effort while exiting: say so, never mask the exit code
-            log.warning("no summary written: %s", one_line(e))
+    def at_exit(self, owner: Backfill) -> None:
+        """Luigi never runs this task when a batch failed, and a failed backfill needs its summary most."""
+        if not self._summarised and owner.standing.failed_batches.value:
+            try:
+                self._summarise(owner)
+            except Exception as e:  # noqa: BLE001 - best effort while exiting: say so, never mask the exit code
+                log.warning("no summary written: %s", one_line(e))
+        super().at_exit(owner)

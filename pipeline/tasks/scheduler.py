@@ -2,7 +2,8 @@
 
 Luigi itself retries an unreachable scheduler for a minute, then prints a traceback and exits 4. Started from the
 `luigi` command without --local-scheduler, the pipeline connects to the scheduler's address first and, when
-nothing answers, names the address and the two ways out, and exits SCHEDULER_UNREACHABLE (README, exit codes).
+nothing answers, names the address and the two ways out, and exits SCHEDULER_UNREACHABLE (docs/operations.md,
+exit codes).
 """
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def scheduler_address() -> Optional[Tuple[str, int, str]]:
 
 def unreachable_message(url: str, error: str) -> str:
     return (f"the central scheduler at {url} does not answer ({error}): start it (`luigid --address 127.0.0.1 "
-            "--port 8082`, see README) or run with --local-scheduler")
+            "--port 8082`, see docs/operations.md) or run with --local-scheduler")
 
 
 def check_reachable() -> None:

@@ -12,6 +12,7 @@ from typing import Callable, Optional
 import luigi
 from luigi.contrib.s3 import S3Client, S3Target
 
+from pipeline.rules.errors import aws_errors
 from spark.storage import Location
 
 _S3: Optional[S3Client] = None
@@ -31,7 +32,8 @@ class S3RecordTarget(S3Target):
         self._exists = exists
 
     def exists(self) -> bool:
-        return self._exists()
+        with aws_errors():
+            return self._exists()
 
 
 class LocalRecordTarget(luigi.LocalTarget):
