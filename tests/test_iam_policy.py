@@ -4,6 +4,7 @@ Whether they are enough and each action needed is proven against IAM in tests/te
 from __future__ import annotations
 
 import json
+import re
 from typing import Dict, Set
 
 import boto3
@@ -14,7 +15,7 @@ from pipeline.orchestration.accounts import AwsFacts
 from pipeline.orchestration.context import load_context
 from pipeline.reports.iam_policy import iam_policies, policy_lines
 from spark.manifest import ATTRIBUTES, KEY_SCHEMA
-from tests.cli import EXAMPLES, ops_objects, populate_command, run_in_process, storage_config
+from tests.cli import EXAMPLES, ROOT, ops_objects, populate_command, run_in_process, storage_config
 from tests.graph import archive_of
 
 ACCOUNT = "123456789012"
@@ -203,3 +204,24 @@ def test_dry_runs_print_the_policies_write_them_as_json_and_write_nothing(moto_r
         assert SECRET not in done.stdout + done.stderr + out.read_text()
     assert data["runs_selected"] == [] and data["batches"] == []  # verify: no run is marked yet
     assert ops_objects() == before
+
+
+def docs_blocks(kind: str) -> Dict[str, str]:
+    """docs/iam.md's code blocks marked `<!-- iam-<kind>: name -->`, by name."""
+    text = (ROOT / "docs" / "iam.md").read_text()
+    return dict(re.findall(rf"<!-- iam-{kind}: ([\w-]+) -->\n```\w*\n(.*?)\n```", text, re.S))
+
+
+def test_docs_show_the_policies_exactly_as_generated_for_their_example_values():
+    examples = {"local-keys": ("dynamodb-2-0-0.json", {}), "auth-null": ("dynamodb-2-0-0-default-chain.json", {}),
+                "emr": ("dynamodb-2-0-0.json", {"runner": "emr"})}
+    generated = {}
+    for name, (config, params) in examples.items():
+        p = Params("s3://acme-snowplow/enriched/archive", str(EXAMPLES / config), str(EXAMPLES / "resolver.json"),
+                   markers="s3://acme-ops/manifest-markers", **params)
+        generated[name] = iam_policies(load_context(p), "populate", AwsFacts(ACCOUNT, ACCOUNT, "eu-west-1"))
+    shown = docs_blocks("lines")
+    assert set(shown) == set(examples)
+    for name, found in generated.items():
+        assert shown[name] == "\n".join(policy_lines(found)), name
+    assert json.loads(docs_blocks("json")["local-keys"]) == generated["local-keys"].documents

@@ -315,8 +315,8 @@ def notes(ctx: Context, facts: AwsFacts) -> List[str]:
 
 def policy_lines(policies: Policies) -> List[str]:
     """The policies for the console: one line per statement, `Sid: actions on resources [condition]`."""
-    lines = ["IAM permissions this command needs (least privilege; the JSON policy documents are under "
-             "'iam_policies' in --output-json, see docs/iam.md):"]
+    lines = ["IAM permissions this command needs, per identity (as policy documents: 'iam_policies' in "
+             "--output-json; docs/iam.md):"]
     for identity, document in policies.documents.items():
         lines.append(f"  {identity}: {policies.who[identity]}")
         for s in document["Statement"]:
