@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from typing import Dict, Set
 
 import boto3
 import pytest
 
+from bench.servers import free_port
 from pipeline.configs.params import Params
-from pipeline.orchestration.accounts import AwsFacts
+from pipeline.orchestration.accounts import AwsFacts, caller_account
 from pipeline.orchestration.context import load_context
 from pipeline.reports.iam_policy import iam_policies, policy_lines
 from spark.manifest import ATTRIBUTES, KEY_SCHEMA
@@ -225,3 +227,10 @@ def test_docs_show_the_policies_exactly_as_generated_for_their_example_values():
     for name, found in generated.items():
         assert shown[name] == "\n".join(policy_lines(found)), name
     assert json.loads(docs_blocks("json")["local-keys"]) == generated["local-keys"].documents
+
+
+def test_an_account_sts_cannot_tell_is_unknown_at_once(monkeypatch):
+    monkeypatch.setenv("AWS_ENDPOINT_URL", f"http://127.0.0.1:{free_port()}")  # nothing listens there
+    started = time.monotonic()
+    assert caller_account(boto3.session.Session(region_name="us-east-1")) is None
+    assert time.monotonic() - started < 5

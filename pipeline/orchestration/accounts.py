@@ -16,6 +16,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pipeline.configs.emr_settings import EmrSettings
 from pipeline.rules.errors import PipelineError
 from pipeline.runners.emr import session_for
+from spark.refusals import DEFAULT_CHAIN, watch
 
 from .context import Context
 
@@ -33,10 +34,11 @@ class AwsFacts:
 
 
 def caller_account(session) -> Optional[str]:
-    """The account of `session`'s credentials, or None (with a warning) when STS cannot tell."""
+    """The account of `session`'s credentials, or None (with a warning) when STS cannot tell; an endpoint that
+    never answers is not retried (spark.refusals.watch)."""
     config = Config(retries={"max_attempts": 2, "mode": "standard"}, connect_timeout=5, read_timeout=10)
     try:
-        return session.client("sts", config=config).get_caller_identity()["Account"]
+        return watch(session.client("sts", config=config), DEFAULT_CHAIN).get_caller_identity()["Account"]
     except (BotoCoreError, ClientError) as e:
         log.warning("the AWS account of these credentials is unknown (STS GetCallerIdentity: %s)", type(e).__name__)
         return None

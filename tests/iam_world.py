@@ -1,25 +1,24 @@
-"""The generated IAM policies, proven on a moto server that enforces IAM (this module's own: the session server of
-conftest.py never has authentication switched on).
+"""A moto server that enforces IAM, and the drop-one-action-at-a-time proof of the generated IAM policies, for
+tests/test_iam_enforced_*.py.
 
-For each setup (local runner: fast write mode with --create-table, conditional write mode, the import method,
-VerifyManifest, CleanManifest), the policies are the command's own `--dry-run --output-json` `iam_policies`, run as
-an administrator. Then:
-- every single action is dropped in turn from exactly those policies, and the command must fail with its last line
-  saying AWS denied that action, or succeed where the action is not needed on that path (NOT_NEEDED says which and
-  why). A drop is tried first in this process with the fake launcher of tests/graph.py in place of the Spark job
-  (the pipeline's own requests); an action the pipeline never sends is the job's, and only then is the command run
-  with its real spark-submit without it. An action sent by the same code in an earlier setup is not dropped again
-  (ARCHIVE_READ, POPULATE say where it was);
-- the whole command under exactly the policies leaves the table and the markers exact.
+For each setup, the policies are the command's own `--dry-run --output-json` `iam_policies`, run as an
+administrator. Then every single action is dropped in turn from exactly those policies, and the command must fail
+with its last line saying AWS denied that action, or succeed where the action is not needed on that path
+(NOT_NEEDED says which and why). A drop is tried first in this process with the fake launcher of tests/graph.py in
+place of the Spark job (the pipeline's own requests); an action the pipeline never sends is the job's, and only
+then is the command run with its real spark-submit without it. An action sent by the same code in an earlier setup
+is not dropped again (ARCHIVE_READ, TABLE_READ and POPULATE say where it was). Last, the whole command under exactly the
+policies must leave the table and the markers exact.
 
 Two IAM users stand for the two identities: "store" owns the storage config's keys, "chain" is the default chain
-(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY of the command's process). What moto cannot prove:
+(AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY of this process, which the job inherits). What moto cannot prove:
 - moto sees every DynamoDB request as resource `*`, so the DynamoDB statements' resources are widened to `*` here
   (their actions are kept exactly); S3 resources are checked by moto for real;
 - moto ignores IAM conditions (the s3:prefix of the listings);
 - moto's ImportTable reads the staged items and writes no logs as the caller (it reads S3 internally), so the S3
   read and CloudWatch Logs actions DynamoDB needs from ImportTable's caller cannot be shown to be needed here;
-- the EMR runner's policies (EMR, iam:PassRole, KMS, the instance profile) are not run here: moto runs no step.
+- the EMR runner's policies (EMR, iam:PassRole, KMS, the instance profile) are not run: moto runs no step.
+The session moto server of conftest.py never has authentication switched on: each test module starts its own.
 """
 from __future__ import annotations
 
@@ -35,12 +34,10 @@ from pathlib import Path
 from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import boto3
-import pytest
 
 from bench.servers import start_moto_server, stop
 from pipeline.orchestration import launch
 from pipeline.stores.markers import MarkerStore
-from pipeline.stores.records import cleaned_store, verified_store
 from spark import storage
 from spark.manifest import ATTRIBUTES, KEY_SCHEMA, ManifestItem, import_line, item_attributes
 from spark.storage import parse_location
@@ -106,7 +103,7 @@ class World:
     def run(self, task: str, table: str, *extra: str, fake: Optional[FakeLauncher] = None):
         """The command in this process as the two users: with `fake` in place of the Spark job, or the real one
         (pyspark's spark-submit)."""
-        command_line = self.command(task, table, "store", *extra)
+        command_line = self.command(task, table, "store", *extra, *([] if fake else ["--spark-master", "local[1]"]))
         original = launch.LAUNCHERS["local"]
         launch.LAUNCHERS["local"] = (lambda ctx: fake) if fake else launch.LocalLauncher
         try:
@@ -202,6 +199,9 @@ def each_action(policies: Dict[str, dict]) -> Iterator[Drop]:
 # Shown by test_write_fast_with_create_table's real command: the job reads the archive before it does anything
 # else, in every mode and write mode (spark/reading.py), so dropping it elsewhere is not run again.
 ARCHIVE_READ = {"default-chain ReadArchive s3:GetObject": "job"}
+# Shown there too: fast mode's reads and VerifyManifest's are the same strongly consistent BatchGetItem requests
+# (spark/dynamo.py, TableRequests.read_keys).
+TABLE_READ = {"storage-config ManifestTable dynamodb:BatchGetItem": "job"}
 # Not needed with moto, needed on AWS: there DynamoDB reads the staged items and writes its logs as ImportTable's
 # caller (AWS's "Requesting a table import in DynamoDB"); moto's import does neither as the caller.
 NOT_NEEDED = {f"storage-config {sid} {action}" for sid, action in (
@@ -218,8 +218,8 @@ PLANNING = {"default-chain ListArchive s3:ListBucket", "storage-config ManifestT
 POPULATE = PLANNING | {"default-chain MarkersLeasesReports s3:DeleteObject"}
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Iterator[World]:
+@contextmanager
+def enforcing(tmp: Path) -> Iterator[World]:
     """Its own moto server with IAM on: an administrator, "store" and "chain"; an archive of 2 runs x 10 events."""
     proc, url = start_moto_server()
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
@@ -235,7 +235,7 @@ def world(tmp_path_factory) -> Iterator[World]:
         urllib.request.urlopen(urllib.request.Request(url + "/moto-api/reset-auth", data=b"0", method="POST",
                                                       headers={"Content-Type": "text/plain"}), timeout=10)
         admin = boto3.session.Session(*keys["admin"], region_name="us-east-1")
-        world = World(keys, admin, tmp_path_factory.mktemp("iam"), [], None)
+        world = World(keys, admin, tmp, [], None)
         with world.as_user("admin"):
             world.runs, world.truth = make_archive(2, 10, seed=11)
         yield world
@@ -244,53 +244,8 @@ def world(tmp_path_factory) -> Iterator[World]:
         stop(proc)
 
 
-@pytest.fixture
-def fake() -> FakeLauncher:
-    return FakeLauncher()
-
-
 def markers_exact(world: World, table: str) -> None:
     assert world.store(table).done_runs() == set(world.runs)
-
-
-def test_write_fast_with_create_table(world, fake):
-    table, args = "fast", ("--create-table",)
-    policies = world.policies("PopulateManifest", table, *args)
-
-    def reset():
-        world.drop_table(table)
-        world.clear_markers(table)
-
-    found = world.prove_each_action(policies, reset, lambda: world.run("PopulateManifest", table, *args, fake=fake),
-                                    lambda: world.run("PopulateManifest", table, *args))
-    assert found == {
-        "pipeline": POPULATE | {
-                                "storage-config ManifestTable dynamodb:CreateTable",
-                                "storage-config ManifestTable dynamodb:UpdateTimeToLive"},
-        "job": {"default-chain ReadArchive s3:GetObject", "storage-config ManifestTable dynamodb:BatchGetItem",
-                "storage-config ManifestTable dynamodb:BatchWriteItem"},
-        "not needed": set()}
-    done = world.run("PopulateManifest", table, *args)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert world.items(table) == world.truth.expected_items(now=time.time())
-    markers_exact(world, table)
-
-
-def test_write_conditional(world, fake):
-    table, args = "cond", ("--write-mode", "conditional")
-    world.create_table(table)
-    policies = world.policies("PopulateManifest", table, *args)
-    found = world.prove_each_action(policies, lambda: world.clear_markers(table),
-                                    lambda: world.run("PopulateManifest", table, *args, fake=fake),
-                                    lambda: world.run("PopulateManifest", table, *args),
-                                    {**ARCHIVE_READ, **dict.fromkeys(POPULATE, "pipeline")})
-    assert found == {"pipeline": POPULATE,
-                     "job": set(ARCHIVE_READ) | {"storage-config ManifestTable dynamodb:PutItem"}, "not needed": set()}
-    assert world.items(table) == {}  # no dropped action let anything be written
-    done = world.run("PopulateManifest", table, *args)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert world.items(table) == world.truth.expected_items(now=time.time())
-    markers_exact(world, table)
 
 
 def stage_items(spec) -> None:
@@ -298,28 +253,6 @@ def stage_items(spec) -> None:
     lines = b"".join(import_line(ManifestItem(f"{run}-{i:04d}", "f" * 32, 1_800_000_000, 1_900_000_000, run))
                      for run in spec.runs for i in range(EVENTS))
     storage.write_bytes(parse_location(spec.staging).child("part-00000.json.gz"), gzip.compress(lines))
-
-
-def test_import(world, fake):
-    table, args = "imported", ("--method", "import")
-    policies = world.policies("PopulateManifest", table, *args)
-    fake.before_reports = stage_items
-
-    def reset():
-        world.drop_table(table)
-        world.clear_markers(table)
-
-    found = world.prove_each_action(policies, reset, lambda: world.run("PopulateManifest", table, *args, fake=fake),
-                                    lambda: world.run("PopulateManifest", table, *args), ARCHIVE_READ,
-                                    NOT_NEEDED)
-    assert found == {"pipeline": POPULATE | {"storage-config ManifestTable dynamodb:ImportTable",
-                                             "storage-config ManifestTable dynamodb:UpdateTimeToLive",
-                                             "storage-config DescribeImports dynamodb:DescribeImport"},
-                     "job": set(ARCHIVE_READ), "not needed": NOT_NEEDED}
-    done = world.run("PopulateManifest", table, *args)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert world.items(table) == world.truth.expected_items(now=time.time())
-    markers_exact(world, table)
 
 
 def seed(world: World, table: str) -> Dict[tuple, tuple]:
@@ -332,36 +265,3 @@ def seed(world: World, table: str) -> Dict[tuple, tuple]:
     for run in world.runs:
         world.store(table).mark(run, {"run": run})
     return expected
-
-
-def test_verify_then_clean(world, fake):
-    table = "maint"
-    expected = seed(world, table)
-
-    def restore():  # the populate markers back as seeded, nothing else under the table's folder
-        world.clear_markers(table)
-        for run in world.runs:
-            world.store(table).mark(run, {"run": run})
-
-    policies = world.policies("VerifyManifest", table)
-    found = world.prove_each_action(policies, restore, lambda: world.run("VerifyManifest", table, fake=fake),
-                                    lambda: world.run("VerifyManifest", table), ARCHIVE_READ)
-    assert found == {"pipeline": PLANNING, "not needed": set(),
-                     "job": set(ARCHIVE_READ) | {"storage-config ManifestTable dynamodb:BatchGetItem"}}
-    done = world.run("VerifyManifest", table)
-    assert done.returncode == 0, done.stderr[-3000:]
-    verified = verified_store(world.store(table))
-    assert verified.done_runs() == set(world.runs)
-    assert sum(verified.read_marker(run)["report"]["counts"]["found"] for run in world.runs) >= len(expected)
-
-    runs = ("--runs", ",".join(world.runs))
-    policies = world.policies("CleanManifest", table, *runs)
-    found = world.prove_each_action(policies, restore, lambda: world.run("CleanManifest", table, *runs, fake=fake),
-                                    lambda: world.run("CleanManifest", table, *runs), ARCHIVE_READ)
-    assert found == {"pipeline": PLANNING | {"default-chain MarkersLeasesReports s3:DeleteObject"}, "not needed": set(),
-                     "job": set(ARCHIVE_READ) | {"storage-config ManifestTable dynamodb:DeleteItem"}}
-    assert world.items(table) == expected  # no dropped action let anything be deleted
-    done = world.run("CleanManifest", table, *runs)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert world.items(table) == {}
-    assert world.store(table).done_runs() == set() and cleaned_store(world.store(table)).done_runs() == set(world.runs)
