@@ -36,6 +36,27 @@ def other_owner(**changes) -> leases.Owner:
     return dataclasses.replace(leases.Owner.here(), **changes)
 
 
+class Clock:
+    """Epoch seconds that move only when the test says: expiries are decided by it, not by the machine's speed."""
+
+    def __init__(self):
+        self.now = time.time()
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def eventually(condition, what: str, timeout: float = 30.0) -> None:
+    """Wait for `condition()` (another thread's doing), however slow the machine; fail after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never: {what}"
+        time.sleep(0.01)
+
+
 def stored(loc, client):
     current = leases.read_lease(loc, client)
     return current[0] if current else None
@@ -86,12 +107,13 @@ def test_renewal_moves_the_expiry_and_the_version(folder):
 
 def test_an_expired_lease_is_taken_over_and_its_old_holder_learns_it(folder):
     root, client = folder
-    loc = leases.lease_location(root, "r1")
-    old, _ = leases.try_acquire(loc, other_owner(), "old batch", 0.2, client)
+    loc, clock = leases.lease_location(root, "r1"), Clock()
+    old, _ = leases.try_acquire(loc, other_owner(), "old batch", 20, client, clock=clock)
     newcomer = other_owner()
-    assert leases.try_acquire(loc, newcomer, "new batch", 60, client)[0] is None  # not yet expired
-    time.sleep(0.3)
-    taken, _ = leases.try_acquire(loc, newcomer, "new batch", 60, client)
+    clock.advance(19.9)
+    assert leases.try_acquire(loc, newcomer, "new batch", 60, client, clock=clock)[0] is None  # not yet expired
+    clock.advance(0.1)
+    taken, _ = leases.try_acquire(loc, newcomer, "new batch", 60, client, clock=clock)
     assert taken is not None and stored(loc, client)["owner"]["token"] == newcomer.token
     with pytest.raises(leases.LeaseLost, match="taken over by"):
         leases.renew(old, client, 60)
@@ -220,13 +242,13 @@ def test_racing_threads_exactly_one_wins_s3(serial_s3):
 
 def test_hold_waits_for_every_run_then_releases(folder):
     root, client = folder
-    first_has, first_done = threading.Event(), threading.Event()
+    first_has, first_may_end, first_ends = threading.Event(), threading.Event(), threading.Event()
 
     def first():
         with leases.hold(root, ["a", "b"], client, purpose="batch ab"):
             first_has.set()
-            time.sleep(0.8)
-        first_done.set()
+            first_may_end.wait(30)
+            first_ends.set()  # from here on the first releases its leases
 
     thread = threading.Thread(target=first)
     thread.start()
@@ -236,9 +258,10 @@ def test_hold_waits_for_every_run_then_releases(folder):
     def waiting(message):
         messages.append(message)
         assert stored(leases.lease_location(root, "c"), client) is None  # nothing held while waiting
+        first_may_end.set()  # the second has waited: the first may let go
 
     with leases.hold(root, ["c", "b"], client, purpose="batch bc", poll=(0.05, 0.1), waiting=waiting) as held:
-        assert first_done.is_set()
+        assert first_ends.is_set()
         assert sorted(lease.record["lease"] for lease in held) == ["run=b", "run=c"]
         assert stored(leases.lease_location(root, "b"), client)["purpose"] == "batch bc"
     thread.join()
@@ -248,22 +271,27 @@ def test_hold_waits_for_every_run_then_releases(folder):
 
 
 def test_hold_renews_beyond_the_expiry(folder):
-    root, client = folder
-    with leases.hold(root, ["a"], client, purpose="long", seconds=0.6, renew_every=0.1):
-        time.sleep(1.5)
-        blocked, holder = leases.try_acquire(leases.lease_location(root, "a"), other_owner(), "rival", 60, client)
-        assert blocked is None and holder["purpose"] == "long" and holder["heartbeat_at"] > time.time() - 0.5
+    root, client, clock = *folder, Clock()
+    with leases.hold(root, ["a"], client, purpose="long", seconds=60, renew_every=0.02, clock=clock) as held:
+        hold_loc = leases.hold_location(root, held[0].record["owner"]["token"])
+        first_expiry = stored(hold_loc, client)["expires_at"]
+        clock.advance(50)
+        eventually(lambda: stored(hold_loc, client)["expires_at"] == clock.now + 60, "the hold renewed")
+        clock.advance(20)  # past the first expiry, within the renewed one
+        assert clock.now > first_expiry
+        blocked, holder = leases.try_acquire(leases.lease_location(root, "a"), other_owner(), "rival", 60, client,
+                                             clock=clock)
+        assert blocked is None and holder["purpose"] == "long"
 
 
 def test_hold_reports_a_lease_taken_over_while_held(folder):
-    root, client = folder
+    root, client, clock = *folder, Clock()
     loc = leases.lease_location(root, "a")
     rival = other_owner()
     with pytest.raises(leases.LeaseLost, match="run=a was taken over by"):
-        with leases.hold(root, ["a"], client, purpose="frozen", seconds=0.2, renew_every=0.5):
-            time.sleep(0.3)  # expired: as if this process had been frozen longer than its lease
-            assert leases.try_acquire(loc, rival, "rival", 60, client)[0] is not None
-            time.sleep(0.4)
+        with leases.hold(root, ["a"], client, purpose="frozen", seconds=20, renew_every=600, clock=clock):
+            clock.advance(21)  # expired: as if this process had been frozen longer than its lease
+            assert leases.try_acquire(loc, rival, "rival", 60, client, clock=clock)[0] is not None
     assert stored(loc, client)["owner"]["token"] == rival.token  # the rival's lease survives the release
 
 
@@ -284,10 +312,8 @@ def test_a_resume_after_kill_9_does_not_wait(folder):
     def waiting(message):
         raise AssertionError(f"the resume waited: {message}")
 
-    started = time.monotonic()
     with leases.hold(root, ["a"], client, purpose="resume", waiting=waiting):
         pass
-    assert time.monotonic() - started < 5
     names = [o.name for o in storage.list_objects(root.child("_leases"), client, recursive=False)]
     assert [n for n in names if n != ".lock"] == []  # the victim's lease and hold are both gone
 

@@ -157,18 +157,19 @@ class Judge:
 
 
 def try_acquire(loc: Location, owner: Owner, purpose: str = "", seconds: float = LEASE_SECONDS, client=None, *,
-                hold: Optional[str] = None, judge: Optional[Judge] = None,
-                absent: bool = False) -> Tuple[Optional[Lease], Optional[dict]]:
+                hold: Optional[str] = None, judge: Optional[Judge] = None, absent: bool = False,
+                clock: Callable[[], float] = time.time) -> Tuple[Optional[Lease], Optional[dict]]:
     """One attempt: (the lease, None), or (None, the live record that holds it: its hold's when it names one).
 
     With `hold` (a hold's name) the lease lives as long as that hold; without, it expires `seconds` after each
-    renewal. `absent`: a listing has just shown no lease here, so the first write goes without a read.
+    renewal. `absent`: a listing has just shown no lease here, so the first write goes without a read. `clock` is
+    the epoch seconds expiries are written and judged in.
     """
     judge = judge or Judge(_folder_of(loc), client, owner.boot)
     current = None
     for attempt in range(_RACES):
         current = None if absent and attempt == 0 else read_lease(loc, client)
-        now = time.time()
+        now = clock()
         record = _new_record(loc, owner, purpose, now, seconds, hold)
         if current is None:
             version = put_lease(loc, record, None, client)
@@ -189,9 +190,9 @@ def try_acquire(loc: Location, owner: Owner, purpose: str = "", seconds: float =
     return None, (current[0] if current else {})
 
 
-def renew(lease: Lease, client=None, seconds: float = LEASE_SECONDS) -> Lease:
+def renew(lease: Lease, client=None, seconds: float = LEASE_SECONDS, clock: Callable[[], float] = time.time) -> Lease:
     """Push the expiry forward; LeaseLost when another process has taken the lease over meanwhile."""
-    now = time.time()
+    now = clock()
     record = dict(lease.record, heartbeat_at=now, expires_at=now + seconds)
     version = put_lease(lease.loc, record, lease.version, client)
     if version is None:
@@ -214,26 +215,30 @@ def release(lease: Lease, client=None) -> bool:
 @contextmanager
 def hold(folder: Location, runs: Sequence[str], client=None, *, purpose: str = "", seconds: float = LEASE_SECONDS,
          renew_every: float = RENEW_EVERY, poll: Tuple[float, float] = POLL_SECONDS,
-         waiting: Optional[Callable[[str], None]] = None) -> Iterator[List[Lease]]:
+         waiting: Optional[Callable[[str], None]] = None,
+         clock: Callable[[], float] = time.time) -> Iterator[List[Lease]]:
     """Hold the lease of every run for the block: wait while another process holds any, renew, release at the end.
 
     `folder` is the marker folder (<markers>/<table>); `waiting` receives a status line while this process waits.
     Raises LeaseLost after the block when a lease was taken over during it (the process was frozen too long).
+    Expiries are written and judged in `clock`'s epoch seconds; beats and waits are real time.
     """
     if folder.is_s3 and client is None:
         client = storage.s3_client(fail_fast=True)
     owner = Owner.here()
-    mine, _ = try_acquire(hold_location(folder, owner.token), owner, purpose, seconds, client, absent=True)
+    mine, _ = try_acquire(hold_location(folder, owner.token), owner, purpose, seconds, client, absent=True,
+                          clock=clock)
     if mine is None:
         raise PipelineError(f"cannot write the hold {hold_location(folder, owner.token).uri}")
     beats: List[Optional[Lease]] = [mine]
     stop, lost = threading.Event(), []
-    beat = threading.Thread(target=_heartbeat, args=(beats, client, seconds, renew_every, stop, lost),
+    beat = threading.Thread(target=_heartbeat, args=(beats, client, seconds, renew_every, stop, lost, clock),
                             name="lease-heartbeat", daemon=True)
     beat.start()  # before the runs' leases are taken: however long this process waits, its hold stays live
     held: List[Lease] = []
     try:
-        held = _acquire_all(folder, sorted(set(runs)), client, owner, _name(mine.loc), purpose, poll, waiting)
+        held = _acquire_all(folder, sorted(set(runs)), client, owner, _name(mine.loc), purpose, poll, waiting,
+                            clock)
         yield held
     finally:
         for lease in held:
@@ -248,18 +253,20 @@ def hold(folder: Location, runs: Sequence[str], client=None, *, purpose: str = "
 
 
 def _acquire_all(folder: Location, runs: List[str], client, owner: Owner, hold_name: str, purpose: str,
-                 poll: Tuple[float, float], waiting: Optional[Callable[[str], None]]) -> List[Lease]:
+                 poll: Tuple[float, float], waiting: Optional[Callable[[str], None]],
+                 clock: Callable[[], float]) -> List[Lease]:
     leases_folder, delay, said = folder.child("_leases"), poll[0], ""
     while True:
         judge = Judge(leases_folder, client, owner.boot)
         present = set(lease_names(leases_folder, client))  # one listing instead of a read per run
         # look first: a waiting process takes nothing
-        blocker = _live_holder(folder, runs, present, owner, judge, client)
+        blocker = _live_holder(folder, runs, present, owner, judge, client, clock())
         if blocker is None:
             held: List[Lease] = []
             for run in runs:
                 lease, holder = try_acquire(lease_location(folder, run), owner, purpose, client=client,
-                                            hold=hold_name, judge=judge, absent=file_name(run) not in present)
+                                            hold=hold_name, judge=judge, absent=file_name(run) not in present,
+                                            clock=clock)
                 if lease is None:
                     blocker = run, holder
                     break
@@ -279,8 +286,8 @@ def _acquire_all(folder: Location, runs: List[str], client, owner: Owner, hold_n
         delay = min(delay * 1.5, poll[1])
 
 
-def _live_holder(folder: Location, runs: List[str], present: set, owner: Owner, judge: Judge,
-                 client) -> Optional[Tuple[str, dict]]:
+def _live_holder(folder: Location, runs: List[str], present: set, owner: Owner, judge: Judge, client,
+                 now: float) -> Optional[Tuple[str, dict]]:
     """The first run whose lease another process holds and may still be using, with the record that says so."""
     for run in runs:
         if file_name(run) not in present:
@@ -288,18 +295,18 @@ def _live_holder(folder: Location, runs: List[str], present: set, owner: Owner, 
         current = read_lease(lease_location(folder, run), client)
         if current is None or _token(current[0]) == owner.token:
             continue
-        reason, decider = judge.verdict(current[0], time.time())
+        reason, decider = judge.verdict(current[0], now)
         if reason is None:
             return run, decider
     return None
 
 
 def _heartbeat(beats: List[Optional[Lease]], client, seconds: float, every: float, stop: threading.Event,
-               lost: List[str]) -> None:
+               lost: List[str], clock: Callable[[], float]) -> None:
     """Renew the hold (one request a beat, whatever the batch's size) until stopped or lost."""
     while not stop.wait(every) and beats[0] is not None:
         try:
-            beats[0] = renew(beats[0], client, seconds)
+            beats[0] = renew(beats[0], client, seconds, clock)
         except LeaseLost as e:
             log.error("%s", e)
             lost.append(str(e))
