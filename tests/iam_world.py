@@ -118,6 +118,11 @@ class World:
             for obj in page.get("Contents", []):
                 s3.delete_object(Bucket="ops", Key=obj["Key"])
 
+    def fresh(self, table: str) -> None:
+        """Neither the table nor anything under its markers folder."""
+        self.drop_table(table)
+        self.clear_markers(table)
+
     def drop_table(self, table: str) -> None:
         dynamodb = self.admin.client("dynamodb")
         if table in dynamodb.list_tables()["TableNames"]:
@@ -244,7 +249,11 @@ def enforcing(tmp: Path) -> Iterator[World]:
         stop(proc)
 
 
-def markers_exact(world: World, table: str) -> None:
+def backfill_exact(world: World, table: str, *args: str) -> None:
+    """PopulateManifest, the real one, under exactly the policies: every item and every marker as they should be."""
+    done = world.run("PopulateManifest", table, *args)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert world.items(table) == world.truth.expected_items(now=time.time())
     assert world.store(table).done_runs() == set(world.runs)
 
 

@@ -2,11 +2,6 @@
 that enforces IAM: tests/iam_world.py says how, and what moto cannot prove."""
 from __future__ import annotations
 
-import time
-from typing import Iterator
-
-import pytest
-
 from pipeline.stores.records import cleaned_store, verified_store
 from tests.graph import FakeLauncher
 from tests.iam_world import (
@@ -15,48 +10,30 @@ from tests.iam_world import (
     PLANNING,
     POPULATE,
     TABLE_READ,
-    World,
-    enforcing,
-    markers_exact,
+    backfill_exact,
     seed,
     stage_items,
 )
 
 
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Iterator[World]:
-    with enforcing(tmp_path_factory.mktemp("iam")) as found:
-        yield found
-
-
-@pytest.fixture
-def fake() -> FakeLauncher:
-    return FakeLauncher()
-
-
-def test_import(world, fake):
+def test_import(iam_world):
+    world, fake = iam_world, FakeLauncher()
     table, args = "imported", ("--method", "import")
     policies = world.policies("PopulateManifest", table, *args)
     fake.before_reports = stage_items
-
-    def reset():
-        world.drop_table(table)
-        world.clear_markers(table)
-
-    found = world.prove_each_action(policies, reset, lambda: world.run("PopulateManifest", table, *args, fake=fake),
+    found = world.prove_each_action(policies, lambda: world.fresh(table),
+                                    lambda: world.run("PopulateManifest", table, *args, fake=fake),
                                     lambda: world.run("PopulateManifest", table, *args), ARCHIVE_READ,
                                     NOT_NEEDED)
     assert found == {"pipeline": POPULATE | {"storage-config ManifestTable dynamodb:ImportTable",
                                              "storage-config ManifestTable dynamodb:UpdateTimeToLive",
                                              "storage-config DescribeImports dynamodb:DescribeImport"},
                      "job": set(ARCHIVE_READ), "not needed": NOT_NEEDED}
-    done = world.run("PopulateManifest", table, *args)
-    assert done.returncode == 0, done.stderr[-3000:]
-    assert world.items(table) == world.truth.expected_items(now=time.time())
-    markers_exact(world, table)
+    backfill_exact(world, table, *args)
 
 
-def test_verify_then_clean(world, fake):
+def test_verify_then_clean(iam_world):
+    world, fake = iam_world, FakeLauncher()
     table = "maint"
     expected = seed(world, table)
 
