@@ -14,6 +14,7 @@ from typing import Iterable, Iterator, List, Optional
 from botocore.exceptions import ConnectionClosedError, IncompleteReadError, ReadTimeoutError, ResponseStreamingError
 
 from spark.errors import error_line
+from spark.refusals import refusal
 from spark.storage import Location, ObjectInfo, s3_client
 
 UNREADABLE_STORAGE_CLASSES = ("GLACIER", "DEEP_ARCHIVE")  # GLACIER_IR is read like STANDARD
@@ -170,4 +171,6 @@ def read_lines(loc: Location, client=None, name: Optional[str] = None) -> Iterat
     except ArchiveReadError:
         raise
     except Exception as e:  # noqa: BLE001 - S3 and OS errors alike become one line naming the object
+        if refusal(e) is not None:
+            raise  # AWS said no: the caller tells it as a refusal (who, which IAM action, what), not as this object's
         raise ArchiveReadError(f"{name}: cannot read: {error_line(e)}") from None

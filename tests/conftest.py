@@ -13,6 +13,7 @@ import pytest
 
 from bench import servers
 from pipeline.tasks import command, console
+from tests.iam_world import enforcing
 
 ROOT = Path(__file__).resolve().parent.parent
 SHARED_IGLU = ROOT.parent / "shared" / "iglu"
@@ -129,3 +130,10 @@ def no_network(monkeypatch):
 
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
+
+
+@pytest.fixture(scope="module")
+def iam_world(tmp_path_factory):
+    """A moto server of the module's own that enforces IAM, with its users and archive (tests/iam_world.py)."""
+    with enforcing(tmp_path_factory.mktemp("iam")) as world:
+        yield world

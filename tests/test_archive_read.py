@@ -7,11 +7,13 @@ import random
 
 import boto3
 import pytest
-from botocore.exceptions import ResponseStreamingError
+from botocore.exceptions import ClientError, ResponseStreamingError
+from botocore.stub import Stubber
 
 from bench.archive_objects import FILE_KINDS, encode_object, object_name
 from bench.event_lines import event_line, new_fingerprint, new_uuid
-from spark import archive
+from spark import archive, refusals
+from spark.refusals import watch
 from spark.storage import ObjectInfo, list_objects, parse_location
 
 
@@ -191,3 +193,15 @@ def test_a_download_dropped_after_its_last_byte_is_complete():
     client = _DroppingClient(b"abcde", 5)
     assert b"".join(archive.iter_chunks(parse_location("s3://archive/x"), client)) == b"abcde"
     assert len(client.calls) == 1
+
+
+def test_an_object_aws_refuses_is_its_refusal_not_an_unreadable_object():
+    """AccessDenied on an archive object is told as AWS's refusal (who, which IAM action), like every other."""
+    client = watch(boto3.client("s3", region_name="us-east-1"), refusals.DEFAULT_CHAIN)
+    with Stubber(client) as stub:
+        stub.add_client_error("get_object", "AccessDenied", "Access Denied", 403)
+        with pytest.raises(ClientError) as refused:
+            read_all(parse_location("s3://archive/enriched/run=2026-05-01-10-00-00/a.gz"), client)
+    assert refusals.refusal(refused.value).line().startswith(
+        "AWS denied s3:GetObject on s3://archive/enriched/run=2026-05-01-10-00-00/a.gz to the default AWS credential "
+        "chain")

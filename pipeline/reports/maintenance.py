@@ -8,6 +8,7 @@ from typing import Dict, Optional, Set, Tuple
 
 from pipeline.orchestration.maintenance_plan import MaintenancePlan
 from pipeline.rules.errors import PipelineError
+from pipeline.rules.text import shortened, span
 from pipeline.stores import records
 from pipeline.stores.markers import utc_now
 
@@ -88,3 +89,24 @@ def verify_report(plan: MaintenancePlan, found: Dict[str, dict], held: Set[str],
                              for run, r in bad.items())
                  + f" (up to 10 example keys per run in {folder}/run=<id>.json)")
     return "\n".join(lines), data, error
+
+
+def maintenance_dry_run(plan: MaintenancePlan) -> Tuple[str, dict]:
+    """CleanManifest/VerifyManifest --dry-run: the runs selected and their batches; nothing is read or written
+    beyond planning."""
+    ctx, verb = plan.context, plan.kind
+    unit = "RCU" if verb == "verify" else "WCU"
+    batches = [{"id": b.id, "runs": list(b.runs)} for b in plan.batches]
+    todo = [run for b in plan.batches for run in b.runs]
+    lines = [f"Dry run of a {verb} of DynamoDB table {ctx.config.table} in {ctx.config.region}: "
+             f"{plural(len(plan.selected), 'run')} selected, {plural(len(todo), 'run')} to {verb} in "
+             f"{len(batches):,} batch{'' if len(batches) == 1 else 'es'} at {plan.budget:,.0f} {unit}/s. "
+             "Nothing was written."]
+    if plan.runs_done:
+        lines.append(f"Already clean: {plural(len(plan.runs_done), 'run')}{span(plan.runs_done)}.")
+    lines += shortened([f"  {b['id']}: {plural(len(b['runs']), 'run')}{span(b['runs'])}" for b in batches],
+                       "batches")
+    data = {"dry_run": True, "command": verb, "table": ctx.config.table, "region": ctx.config.region,
+            "archive": ctx.archive.uri, "runs_selected": plan.selected, "runs_to_do": todo,
+            "runs_done": plan.runs_done, "batches": batches, "budget_per_second": plan.budget, "unit": unit}
+    return "\n".join(lines), data

@@ -13,15 +13,17 @@ from __future__ import annotations
 
 import luigi
 
+from pipeline.orchestration.accounts import aws_facts
 from pipeline.orchestration.backfill import Backfill, open_backfill
 from pipeline.orchestration.lifecycle import Clean, Verify
 from pipeline.orchestration.maintenance_plan import Selection, planner
 from pipeline.reports import maintenance as maintenance_report
+from pipeline.reports.iam_policy import iam_policies, with_policies
 from pipeline.rules.errors import PipelineError, aws_errors
 from pipeline.stores import records
 
 from .command import BackfillCommand
-from .populate import RunBatch, batch_tasks
+from .populate import EnumerateRuns, RunBatch, batch_tasks
 from .targets import record_target
 
 
@@ -51,7 +53,8 @@ class Maintenance(BackfillCommand):
 
     runs = luigi.Parameter(default="", description="run ids, comma-separated (instead of --since/--until)")
     until = luigi.Parameter(default="", description="last run (inclusive): YYYY-MM-DD or YYYY-MM-DD-HH-mm-ss")
-    output_json = luigi.Parameter(default="", description="also write the per-run results as JSON")
+    output_json = luigi.Parameter(default="", description="also write the per-run results (or the dry run) as JSON")
+    dry_run = luigi.BoolParameter(default=False, description="plan and print the IAM policies, write nothing")
 
     def selection(self) -> Selection:
         raise NotImplementedError
@@ -62,13 +65,22 @@ class Maintenance(BackfillCommand):
     def open(self) -> Backfill:
         """The populator's parameters; its write mode is no concern here (fast mode refuses parallel batches)."""
         sel = self.selection()
-        return open_backfill(self.params().replace(write_mode="conditional"), self.mode(), planner(sel), repr(sel))
+        params = self.params().replace(write_mode="conditional", dry_run=self.dry_run)
+        return open_backfill(params, self.mode(), planner(sel), repr(sel))
 
     def requires(self):
         owner = self.open()
+        if self.dry_run:
+            return EnumerateRuns(backfill=owner.key)
         if owner.plan.batches:
             self.start(owner)
         return batch_tasks(owner, CleanBatch if self.mode().name == "clean" else VerifyBatch)
+
+    def report_dry_run(self, owner: Backfill) -> None:
+        """--dry-run: the plan and the IAM policies the command needs; nothing is submitted or written."""
+        text, data = maintenance_report.maintenance_dry_run(owner.plan)
+        policies = iam_policies(owner.context, self.mode().name, aws_facts(owner.context))
+        self.report(with_policies(text, data, policies), data, self.output_json)
 
     def conclude(self, owner: Backfill, text: str, data: dict) -> None:
         if owner.plan.batches:
@@ -87,6 +99,8 @@ class CleanManifest(Maintenance):
 
     def run(self):
         owner = self.open()
+        if self.dry_run:
+            return self.report_dry_run(owner)
         with aws_errors():
             found = maintenance_report.clean_records(owner.plan)
         text, data = maintenance_report.clean_report(owner.plan, found)
@@ -109,6 +123,8 @@ class VerifyManifest(Maintenance):
 
     def run(self):
         owner = self.open()
+        if self.dry_run:
+            return self.report_dry_run(owner)
         with aws_errors():
             found, held = maintenance_report.verify_records(owner.plan, self.sample, self.sample_seed, self.resume)
         text, data, error = maintenance_report.verify_report(owner.plan, found, held, self.sample, self.sample_seed)

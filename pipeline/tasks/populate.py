@@ -13,11 +13,13 @@ import time
 
 import luigi
 
+from pipeline.orchestration.accounts import aws_facts
 from pipeline.orchestration.backfill import Backfill, open_backfill
 from pipeline.orchestration.lifecycle import Populate
 from pipeline.orchestration.plan import make_plan
 from pipeline.reports.dry_run import dry_run
 from pipeline.reports.estimate import Prices
+from pipeline.reports.iam_policy import iam_policies, with_policies
 from pipeline.reports.results import collect
 from pipeline.reports.summary import after_run
 from pipeline.rules.errors import AwsRefused, PipelineError, aws_errors
@@ -127,7 +129,8 @@ class PopulateManifest(BackfillCommand):
             counted = owner.count_events(self.set_status_message) if self.count_events else None
             text, data = dry_run(plan, counted_events=counted, prices=Prices.from_mapping(dict(owner.params.pricing)),
                                  emr=emr)
-            self.report(text, data, self.output_json)
+            policies = iam_policies(owner.context, "populate", aws_facts(owner.context), self.count_events)
+            self.report(with_policies(text, data, policies), data, self.output_json)
             return
         data = self._summarise(owner)
         if plan.batches and not data.get("runs_left"):
