@@ -13,6 +13,7 @@ import pytest
 
 from bench import servers
 from pipeline.tasks import command, console
+from tests import spark_classes
 from tests.iam_world import enforcing
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -26,6 +27,18 @@ os.environ.pop("AWS_PROFILE", None)
 # Every Spark JVM the tests start (the runners' spark-submit, the in-process session) is short-lived: the client
 # compiler alone and no web UI halve its start-up CPU, which the suite pays once per job.
 os.environ.setdefault("SPARK_SUBMIT_OPTS", "-XX:TieredStopAtLevel=1 -XX:+UseSerialGC -Dspark.ui.enabled=false")
+
+
+def pytest_configure(config):
+    """Spark's classes from one shared archive (tests/spark_classes.py), made by the first process before its
+    workers start, so that every JVM of the suite maps them instead of loading them."""
+    options = os.environ["SPARK_SUBMIT_OPTS"]
+    if "SharedArchiveFile" in options:
+        return
+    worker = hasattr(config, "workerinput")  # an xdist worker: the controller made the archive already
+    path = spark_classes.archive_path() if worker else spark_classes.ensure_archive(options)
+    if path is not None and path.exists():
+        os.environ["SPARK_SUBMIT_OPTS"] = f"{options} -XX:SharedArchiveFile={path}"
 
 
 @pytest.fixture(scope="session")
