@@ -27,7 +27,6 @@ import gzip
 import json
 import os
 import time
-import urllib.request
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,17 +34,17 @@ from typing import Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import boto3
 
-from bench.servers import start_moto_server, stop
+from bench.servers import stop
 from pipeline.orchestration import launch
 from pipeline.stores.markers import MarkerStore
 from spark import storage
 from spark.manifest import ATTRIBUTES, KEY_SCHEMA, ManifestItem, import_line, item_attributes
 from spark.storage import parse_location
+from tests import iam
 from tests.cli import last_error, make_archive, populate_command, run_in_process, storage_config
 from tests.graph import EVENTS, FakeLauncher
 
 ARCHIVE, MARKERS = "s3://archive/enriched", "s3://ops/markers"
-ADMIN = {"Version": "2012-10-17", "Statement": [{"Effect": "Allow", "Action": "*", "Resource": "*"}]}
 USERS = {"storage-config": "store", "default-chain": "chain"}
 Drop = Tuple[str, str, str]  # (identity, Sid, action)
 
@@ -90,14 +89,14 @@ class World:
 
     def grant(self, policies: Dict[str, dict], *drops: Drop) -> None:
         """Each user's only policy: its identity's document, without the dropped actions."""
-        iam = self.admin.client("iam")
+        client = self.admin.client("iam")
         for identity, document in policies.items():
             document = copy.deepcopy(document)
             for statement in document["Statement"]:
                 statement["Action"] = [a for a in statement["Action"]
                                        if (identity, statement["Sid"], a) not in drops]
             document["Statement"] = [s for s in document["Statement"] if s["Action"]]
-            iam.put_user_policy(UserName=USERS[identity], PolicyName="populator",
+            client.put_user_policy(UserName=USERS[identity], PolicyName="populator",
                                 PolicyDocument=json.dumps(document))
 
     def run(self, task: str, table: str, *extra: str, fake: Optional[FakeLauncher] = None):
@@ -226,19 +225,13 @@ POPULATE = PLANNING | {"default-chain MarkersLeasesReports s3:DeleteObject"}
 @contextmanager
 def enforcing(tmp: Path) -> Iterator[World]:
     """Its own moto server with IAM on: an administrator, "store" and "chain"; an archive of 2 runs x 10 events."""
-    proc, url = start_moto_server()
+    server, proc = iam.start()
     saved = {k: os.environ.get(k) for k in ("AWS_ENDPOINT_URL", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")}
-    os.environ["AWS_ENDPOINT_URL"] = url
+    os.environ["AWS_ENDPOINT_URL"] = server.url
     try:
-        iam = boto3.client("iam", endpoint_url=url)
-        keys = {}
-        for user in ("admin", "store", "chain"):
-            iam.create_user(UserName=user)
-            key = iam.create_access_key(UserName=user)["AccessKey"]
-            keys[user] = (key["AccessKeyId"], key["SecretAccessKey"])
-        iam.put_user_policy(UserName="admin", PolicyName="admin", PolicyDocument=json.dumps(ADMIN))
-        urllib.request.urlopen(urllib.request.Request(url + "/moto-api/reset-auth", data=b"0", method="POST",
-                                                      headers={"Content-Type": "text/plain"}), timeout=10)
+        server.user("store", [])
+        server.user("chain", [])
+        keys = {"admin": server.enforce(), **server.users}
         admin = boto3.session.Session(*keys["admin"], region_name="us-east-1")
         world = World(keys, admin, tmp, [], None)
         with world.as_user("admin"):
