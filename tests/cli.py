@@ -59,7 +59,8 @@ def luigi_cfg(folder: Path, changes: Dict[str, Dict[str, str]]) -> str:
 
 def luigi_env(endpoint: Optional[str], extra: Optional[Dict[str, str]] = None) -> Dict[str, str]:
     """Use extra={"LUIGI_CONFIG_PATH": luigi_cfg(...)} for changed settings."""
-    env = dict(os.environ, LUIGI_CONFIG_PATH=str(ROOT / "luigi.cfg"), PYTHONUNBUFFERED="1")
+    # PYTHONFAULTHANDLER: a command that hangs can be made to print where each of its threads is (SIGABRT).
+    env = dict(os.environ, LUIGI_CONFIG_PATH=str(ROOT / "luigi.cfg"), PYTHONUNBUFFERED="1", PYTHONFAULTHANDLER="1")
     if endpoint:
         env["AWS_ENDPOINT_URL"] = endpoint
     env.update(extra or {})

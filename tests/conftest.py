@@ -41,6 +41,22 @@ def pytest_configure(config):
         os.environ["SPARK_SUBMIT_OPTS"] = f"{options} -XX:SharedArchiveFile={path}"
 
 
+# The files whose tests start Spark jobs or luigi processes, the longest first (`--durations=0`, summed per file):
+# `make test` hands whole files to its workers in collection order (`--dist loadfile --no-loadscope-reorder`), so
+# these start first and the quick files fill the gaps, instead of a long file starting last and running alone.
+LONGEST_FIRST = ("test_cli_kill_and_rivals.py", "test_cli_maintenance.py", "test_emr_backfill.py", "test_faults.py",
+                 "test_iam_enforced_write.py", "test_cli_backfill.py", "test_iam_enforced_other.py", "test_luigid.py",
+                 "test_cli_import.py", "test_cli_refusals.py", "test_job.py", "test_graph.py", "test_bench.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    missing = [name for name in LONGEST_FIRST if not (ROOT / "tests" / name).exists()]
+    if missing:
+        raise pytest.UsageError(f"tests/conftest.py LONGEST_FIRST names files that do not exist: {missing}")
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: each file's own order is kept
+
+
 @pytest.fixture(scope="session")
 def moto_endpoint():
     """One moto server for the session; AWS_ENDPOINT_URL points every boto3 client (and Spark) at it."""

@@ -191,7 +191,12 @@ def test_a_stopped_backfill_deletes_its_staged_credentials(emr_world, tmp_path, 
                 assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "out.log").read_text()
                 time.sleep(0.2)
             proc.send_signal(stop)
-            code = proc.wait(60)
+            try:
+                code = proc.wait(60)
+            except subprocess.TimeoutExpired:  # where it hangs: faulthandler prints every thread's stack
+                proc.send_signal(signal.SIGABRT)
+                proc.wait(10)
+                pytest.fail(f"still running 60 s after {said}:\n{(tmp_path / 'out.log').read_text()[-6000:]}")
         finally:
             emr.stop.set()
             if proc.poll() is None:

@@ -29,7 +29,7 @@ def test_backfill_is_visible_in_luigid(moto_reset, tmp_path, luigid):
     runs, truth = make_archive(4, 60, seed=3)
     storage = storage_config(tmp_path / "dynamodb.json", "manifest")
     command = populate_command(ARCHIVE, storage, "s3://ops/markers", "--create-table", "--batch-size", "2",
-                               "--max-write-capacity", "15", "--progress-seconds", "1",
+                               "--max-write-capacity", "30", "--progress-seconds", "1",
                                scheduler=luigid.scheduler)
     proc = subprocess.Popen(command, cwd=tmp_path, env=luigi_env(moto_reset), stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
