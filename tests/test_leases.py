@@ -12,7 +12,7 @@ import time
 import pytest
 
 from bench import servers
-from pipeline.rules.errors import AwsRefused
+from pipeline.rules.errors import AwsRefused, PipelineError
 from pipeline.stores import leases
 from spark import storage
 from spark.storage import parse_location
@@ -293,6 +293,25 @@ def test_hold_reports_a_lease_taken_over_while_held(folder):
             clock.advance(21)  # expired: as if this process had been frozen longer than its lease
             assert leases.try_acquire(loc, rival, "rival", 60, client, clock=clock)[0] is not None
     assert stored(loc, client)["owner"]["token"] == rival.token  # the rival's lease survives the release
+
+
+def test_a_release_the_store_refuses_still_stops_the_heartbeat_and_lets_the_hold_go(folder, monkeypatch):
+    """A run's lease whose delete fails (AWS denied s3:DeleteObject, say): the error is the block's, and neither the
+    heartbeat thread nor the hold outlives it."""
+    root, client = folder
+    real_delete = leases.delete_lease
+
+    def refused(loc, expect, store_client):
+        if "run=" in loc.key:
+            raise PipelineError(f"cannot delete the lease {loc.uri}: AccessDenied")
+        return real_delete(loc, expect, store_client)
+
+    monkeypatch.setattr(leases, "delete_lease", refused)
+    with pytest.raises(PipelineError, match="cannot delete the lease"):
+        with leases.hold(root, ["a"], client, purpose="refused release", renew_every=0.01) as held:
+            hold_loc = leases.hold_location(root, held[0].record["owner"]["token"])
+    assert not [t for t in threading.enumerate() if t.name == "lease-heartbeat"]
+    assert stored(hold_loc, client) is None
 
 
 def test_a_resume_after_kill_9_does_not_wait(folder):

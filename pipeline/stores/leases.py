@@ -241,13 +241,15 @@ def hold(folder: Location, runs: Sequence[str], client=None, *, purpose: str = "
                             clock)
         yield held
     finally:
-        for lease in held:
-            if not release(lease, client):
-                lost.append(_taken_over(lease, read_lease(lease.loc, client)))
-        stop.set()
-        beat.join()
-        if beats[0] is not None:
-            release(beats[0], client)
+        try:
+            for lease in held:
+                if not release(lease, client):
+                    lost.append(_taken_over(lease, read_lease(lease.loc, client)))
+        finally:  # a release the store refused still stops the heartbeat and lets the hold go
+            stop.set()
+            beat.join()
+            if beats[0] is not None:
+                release(beats[0], client)
     if lost:
         raise LeaseLost("; ".join(lost))
 
