@@ -8,9 +8,11 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
+from typing import List
 
 import boto3
 import pytest
@@ -98,6 +100,24 @@ def emr_env(endpoint: str, folder) -> dict:
     return luigi_env(endpoint, {"LUIGI_CONFIG_PATH": luigi_cfg(folder, {"emr": {"poll_seconds": "1"}})})
 
 
+def as_from_a_terminal(command: List[str]) -> List[str]:
+    """The command with Ctrl-C's SIGINT at its default, as a shell in a terminal starts it: a suite started in the
+    background (`make test &`, nohup) passes SIGINT on ignored, and the command rightly keeps ignoring it."""
+    restore = ("import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+               "os.execv(sys.argv[1], sys.argv[1:])")
+    return [sys.executable, "-c", restore, *command]
+
+
+def signal_masks(pid: int) -> dict:
+    """Each thread's blocked, ignored and caught signals, as /proc tells them."""
+    masks = {}
+    for task in sorted(os.listdir(f"/proc/{pid}/task")):
+        with open(f"/proc/{pid}/task/{task}/status") as f:
+            masks[task] = " ".join(line.split()[0] + line.split()[1][-4:] for line in f
+                                   if line.startswith(("SigBlk", "SigIgn", "SigCgt")))
+    return masks
+
+
 def clusters():
     return list(emr_backends[DEFAULT_ACCOUNT_ID][REGION].clusters.values())
 
@@ -183,20 +203,22 @@ def test_a_stopped_backfill_deletes_its_staged_credentials(emr_world, tmp_path, 
     emr.start()
     command = populate_command(ARCHIVE, storage, "s3://ops/markers", "--runner", "emr", "--create-table")
     with open(tmp_path / "out.log", "w") as out:
-        proc = subprocess.Popen(command, cwd=tmp_path, env=emr_env(endpoint, tmp_path), stdout=out,
+        proc = subprocess.Popen(as_from_a_terminal(command), cwd=tmp_path, env=emr_env(endpoint, tmp_path), stdout=out,
                                 stderr=subprocess.STDOUT, text=True)
         try:
             deadline = time.monotonic() + 120
             while not (emr.step_args and [k for _, k in all_objects() if "/credentials/" in k]):
                 assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "out.log").read_text()
                 time.sleep(0.2)
+            masks = signal_masks(proc.pid)
             proc.send_signal(stop)
             try:
                 code = proc.wait(60)
             except subprocess.TimeoutExpired:  # where it hangs: faulthandler prints every thread's stack
                 proc.send_signal(signal.SIGABRT)
                 proc.wait(10)
-                pytest.fail(f"still running 60 s after {said}:\n{(tmp_path / 'out.log').read_text()[-6000:]}")
+                pytest.fail(f"still running 60 s after {said}; signal masks (hex) when it was sent: {masks}\n"
+                            f"{(tmp_path / 'out.log').read_text()[-6000:]}")
         finally:
             emr.stop.set()
             if proc.poll() is None:
