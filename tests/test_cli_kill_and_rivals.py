@@ -87,10 +87,12 @@ def markers_of(name: str) -> Dict[str, dict]:
 
 
 def lease_records(name: str) -> List[dict]:
-    """The records under _leases/: the runs' leases and the holds they name."""
+    """The records under _leases/: the runs' leases and the holds they name. A lease released between the listing
+    and its read (the backfill runs on while this polls) is no longer held: left out."""
     s = store(name)
     folder = s.folder.child("_leases")
-    return [s.read_json(folder.child(o.name)) for o in storage.list_objects(folder, s.client)]
+    records = (s.read_json(folder.child(o.name)) for o in storage.list_objects(folder, s.client))
+    return [record for record in records if record is not None]
 
 
 def run_leases(name: str) -> List[dict]:
