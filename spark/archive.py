@@ -106,7 +106,9 @@ def gunzip(chunks: Iterable[bytes], name: str) -> Iterator[bytes]:
                 out = d.decompress(data, MAX_BLOCK)
                 if out:
                     yield out
-                while d.unconsumed_tail or (len(out) == MAX_BLOCK and not d.eof):
+                # Never again once the member has ended: CPython then keeps the leftover in unconsumed_tail as well
+                # as in unused_data, and inflating it again yields nothing for ever.
+                while not d.eof and (d.unconsumed_tail or len(out) == MAX_BLOCK):
                     out = d.decompress(d.unconsumed_tail, MAX_BLOCK)
                     if out:
                         yield out
