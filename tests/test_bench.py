@@ -12,6 +12,7 @@ from bench.write import run
 from bench.write_config import Config, Setup
 from bench.write_events import collapse, make_events, missing_and_wrong
 from bench.write_report import markdown, verdicts
+from spark.events import LineTally, scan_lines
 
 
 def test_events_are_seeded_with_the_requested_share_of_later_or_equal_copies():
@@ -94,3 +95,15 @@ def test_one_batch_budget_use_is_measured_on_the_real_job(spark_session):
     assert checks[1][1] and checks[2][1]
     assert batch_budget.markdown(r).splitlines()[2].startswith("| 2 | ")
     assert spark_session.sparkContext.parallelize([1, 2]).count() == 2  # the shared session was left running
+
+
+def test_scan_costs_times_every_step_on_lines_the_parser_accepts():
+    from bench.scan_costs import make_lines, measure, steps, table
+
+    lines = make_lines(50, 1300)
+    assert sum(1 for _ in scan_lines([lines], "x", LineTally())) == 50  # every generated line is a valid event
+    named = [name for name, _ in steps(lines)]
+    per_line = measure(lines, 2)
+    assert list(per_line) == named and named[0].startswith("bare zlib") and all(v > 0 for v in per_line.values())
+    rows = table(per_line).splitlines()
+    assert len(rows) == 2 + len(named) and rows[2].endswith("| 1.00 |")
