@@ -23,7 +23,7 @@ import tempfile
 import time
 import zlib
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Tuple
+from typing import Callable, Iterable, List, Optional, Tuple
 
 from bench.archive_objects import BigObject, big_object
 
@@ -113,21 +113,23 @@ def job_read(path: str) -> int:
     return sum(len(lines) for lines in read_lines(parse_location(path)))
 
 
-def bare_zlib(path: str, chunk: int = CHUNK) -> int:
-    """Inflate with zlib.decompressobj(31) in reads of `chunk` bytes, every member, discarding the output; returns
-    the bytes inflated."""
+def inflate_all(chunks: Iterable[bytes]) -> int:
+    """Inflate with zlib.decompressobj(31), every member, discarding the output; returns the bytes inflated."""
     n = 0
     d = zlib.decompressobj(31)
+    for data in chunks:
+        while data:
+            n += len(d.decompress(data))
+            data = b""
+            if d.eof:
+                data, d = d.unused_data, zlib.decompressobj(31)
+    return n
+
+
+def bare_zlib(path: str, chunk: int = CHUNK) -> int:
+    """Bare zlib over a file read in `chunk` bytes (the reference); returns the bytes inflated."""
     with open(path, "rb") as f:
-        while True:
-            data = f.read(chunk)
-            if not data:
-                return n
-            while data:
-                n += len(d.decompress(data))
-                data = b""
-                if d.eof:
-                    data, d = d.unused_data, zlib.decompressobj(31)
+        return inflate_all(iter(lambda: f.read(chunk), b""))
 
 
 def shell_cut(path: str, gzip_input: bool) -> int:
